@@ -1,0 +1,51 @@
+"""Model families. One explicit dict of builders: no registration by import side effects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError
+from .base import Backend, RegionScores
+
+
+def _build_owl(path: Path, device: torch.device, dtype: torch.dtype) -> Backend:
+    from .owl import OwlBackend  # imported lazily: transformers is slow to import
+
+    return OwlBackend.load(path, device, dtype)
+
+
+# backend name -> builder(checkpoint folder, device, dtype)
+BUILDERS: dict[str, Callable[[Path, torch.device, torch.dtype], Backend]] = {
+    "owl": _build_owl,
+}
+
+# transformers `model_type` of a checkpoint folder -> backend name, and the preset whose
+# settings (threshold, prompt...) suit it when the user points at a bare folder or hub id
+MODEL_TYPES: dict[str, tuple[str, str]] = {
+    "owlvit": ("owl", "owlvit-b32"),
+    "owlv2": ("owl", "owlv2-b16"),
+}
+
+
+def model_type_of(folder: Path) -> str:
+    """The `model_type` in a checkpoint folder's config.json."""
+    try:
+        return str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+
+
+def backend_for_model_type(model_type: str, where: str) -> tuple[str, str]:
+    """(backend name, base preset) for a transformers model type, or a ConfigError."""
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(
+            f"{where}: model type {model_type!r} is not supported (supported: {', '.join(MODEL_TYPES)})"
+        )
+    return MODEL_TYPES[model_type]
+
+
+__all__ = ["BUILDERS", "Backend", "RegionScores", "model_type_of", "backend_for_model_type"]

@@ -1,0 +1,37 @@
+"""What every backend gives the Detector: candidate boxes with per-class scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class RegionScores:
+    """Candidates for ONE image, before thresholding and NMS.
+
+    boxes: (P, 4) float32 xyxy in original-image pixels, clipped to the image.
+    scores: (P, C) float32 in [0, 1], calibrated per class (comparable across classes).
+    raw: (P, C) float32, the uncalibrated score (logit or similarity) behind `scores`.
+    image_size: (height, width) of the original image.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    raw: torch.Tensor
+    image_size: tuple[int, int]
+
+
+class Backend(Protocol):
+    """A model family. Text is encoded once per vocabulary; images once per call."""
+
+    device: torch.device
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(C,) prompts -> (C, D) class embeddings on `device`."""
+
+    def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor) -> list[RegionScores]:
+        """RGB uint8 (H, W, 3) images + (C, D) class embeddings -> candidates per image."""

@@ -1,0 +1,126 @@
+"""OWL-ViT (v1) and OWLv2 through transformers: a patch-token ViT head.
+
+One forward pass of the image tower gives, for every patch token, a box and a class embedding;
+the text tower gives one embedding per class name. They are computed separately so that:
+  - text is encoded once per vocabulary and reused for every image (the Detector caches it);
+  - each image is encoded once, whatever the number of classes (the HF pipeline runs the whole
+    model once per label).
+Only the ViT towers run in reduced precision; the small heads (boxes, class logits) run in fp32
+so box coordinates keep full precision.
+
+Box geometry: OWL-ViT v1 resizes the image to a square (aspect not kept), so its normalised
+boxes are relative to the image itself. OWLv2 first pads the image to a square at the bottom
+and right, so its boxes are relative to the padded square of side max(h, w). The image
+processor's `do_pad` tells which applies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
+from ..errors import WeightsNotFoundError
+from ..runtime import autocast
+from .base import RegionScores
+
+MODEL_TYPES = ("owlvit", "owlv2")
+
+
+class OwlBackend:
+    """Wraps `OwlViTForObjectDetection` / `Owlv2ForObjectDetection` and its processor."""
+
+    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.model = model.eval().to(device)
+        self.processor = processor
+        self.device = device
+        self.dtype = dtype
+        self.pads_to_square = bool(getattr(processor.image_processor, "do_pad", False))
+        # the base CLIP-like model holding the text tower: `.owlvit` or `.owlv2`
+        self.clip = getattr(model, "owlv2", None) or model.owlvit
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "OwlBackend":
+        """Load a checkpoint folder (hub snapshot or `save_pretrained` output)."""
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
+        try:
+            processor = AutoProcessor.from_pretrained(str(path))
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(str(path))
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsNotFoundError(f"cannot load OWL checkpoint from {path}: {first}") from exc
+        return cls(model, processor, device, dtype)
+
+    @property
+    def name(self) -> str:
+        return self.model.config.model_type
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(C,) prompts -> (C, D) text embeddings (projected, not normalised; the class head
+        normalises them)."""
+        tok = self.processor.tokenizer(
+            list(prompts), padding="max_length", truncation=True, return_tensors="pt"
+        ).to(self.device)
+        with autocast(self.device, self.dtype):
+            out = self.clip.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        embeds = out.pooler_output if hasattr(out, "pooler_output") else out
+        return embeds.float()
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 (H, W, 3) arrays -> (B, 3, S, S) float pixel values on `device`.
+
+        Images go to the processor as uint8 CHW tensors on the target device: no PIL round
+        trip, and on CUDA the resizing runs on the GPU.
+        """
+        tensors = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).to(self.device) for im in images]
+        return self.processor.image_processor(images=tensors, return_tensors="pt")["pixel_values"].to(self.device)
+
+    @torch.inference_mode()
+    def image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> image_feats (B, P, D) fp32 and boxes (B, P, 4) normalised cxcywh."""
+        with autocast(self.device, self.dtype):
+            feature_map = self.model.image_embedder(pixel_values=pixel_values)[0]
+        feature_map = feature_map.float()
+        b, h, w, d = feature_map.shape
+        feats = feature_map.reshape(b, h * w, d)
+        boxes = self.model.box_predictor(feats, feature_map)
+        return feats, boxes
+
+    @torch.inference_mode()
+    def class_logits(self, feats: torch.Tensor, class_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, P, D) image feats + (C, D) text embeds -> (B, P, C) logits (the model's own
+        learned shift and scale; sigmoid gives its native scores)."""
+        queries = class_embeds[None].expand(feats.shape[0], -1, -1)
+        mask = torch.ones(queries.shape[:2], dtype=torch.bool, device=feats.device)
+        logits, _ = self.model.class_predictor(feats, queries, mask)
+        return logits.float()
+
+    def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor) -> list[RegionScores]:
+        pixel_values = self.preprocess(images)
+        feats, boxes = self.image_features(pixel_values)
+        logits = self.class_logits(feats, class_embeds)
+        xyxy = cxcywh_to_xyxy(boxes)
+        out = []
+        for i, image in enumerate(images):
+            h, w = image.shape[:2]
+            if self.pads_to_square:
+                side = max(h, w)
+                px = scale_normalized(xyxy[i], side, side)
+            else:
+                px = scale_normalized(xyxy[i], w, h)
+            out.append(
+                RegionScores(
+                    boxes=clip_to_image(px, h, w),
+                    scores=torch.sigmoid(logits[i]),
+                    raw=logits[i],
+                    image_size=(h, w),
+                )
+            )
+        return out

@@ -1,0 +1,250 @@
+"""`ovdet` command line: thin subcommands over the library.
+
+Exit codes: 0 success; 1 some inputs were skipped (each reported); 2 user error (one line on
+stderr; `--debug` shows the traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ImageReadError, OvdetError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(OvdetError):
+    """Bad command-line usage (argparse's complaints, routed through our one-line errors)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we want one line
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return common
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default="owlv2-b16",
+                   help="preset name, YAML config, checkpoint folder or hub id (default: owlv2-b16)")
+    p.add_argument("--threshold", "-t", type=float, help="score cut in [0, 1] (default: the preset's)")
+    p.add_argument("--nms-iou", type=float, help="NMS IoU; 1 disables NMS (default: the preset's)")
+    p.add_argument("--class-agnostic-nms", action="store_true", default=None,
+                   help="suppress overlapping boxes across classes too")
+    p.add_argument("--max-det", type=int, help="most detections per image")
+    p.add_argument("--prompt", help='prompt template with {} for the class name, e.g. "a photo of a {}"')
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
+    p.add_argument("--batch-size", type=int, help="images per forward pass")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="ovdet", description="Open-vocabulary object detection: type class names, get boxes.",
+                     parents=[common])
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    det = sub.add_parser("detect", parents=[common], help="detect named objects in images",
+                         description="Detect the named classes in images; prints, draws or writes JSON.")
+    det.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    det.add_argument("--classes", "-c", required=True, help='comma-separated class names, e.g. "bus,person"')
+    _model_options(det)
+    det.add_argument("--out", type=Path, help="folder for annotated images")
+    det.add_argument("--json", dest="json_path", help="write results as JSON to this file ('-' = stdout)")
+
+    wts = sub.add_parser("weights", parents=[common], help="list or download checkpoints",
+                         description="Show presets and which checkpoints are on disk, or download one.")
+    wsub = wts.add_subparsers(dest="weights_command", parser_class=_Parser, metavar="ACTION")
+    wsub.add_parser("list", parents=[common], help="presets and where their checkpoints are")
+    dl = wsub.add_parser("download", parents=[common], help="store a preset's checkpoint under weights/")
+    dl.add_argument("preset", help="preset name (see `ovdet weights list`)")
+    dl.add_argument("--to", type=Path, help="destination folder (default: ./weights/PRESET)")
+    return parser
+
+
+# -- detect -----------------------------------------------------------------------------------
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "threshold": args.threshold,
+        "nms_iou": args.nms_iou,
+        "class_agnostic_nms": args.class_agnostic_nms,
+        "max_detections": args.max_det,
+        "prompt": args.prompt,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+    }
+
+
+def _write_json_atomic(path: str, payload: Any) -> None:
+    """Write JSON so that a crash never leaves a truncated file behind."""
+    if path == "-":
+        json.dump(payload, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _output_name(path: str, used: set[str]) -> str:
+    """Annotated-image file name: the input's name, .jpg/.png kept, made unique in the folder."""
+    p = Path(path)
+    suffix = p.suffix.lower() if p.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+    name, k = f"{p.stem}{suffix}", 1
+    while name in used:
+        name, k = f"{p.stem}_{k}{suffix}", k + 1
+    used.add(name)
+    return name
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .adapters import to_records
+    from .detector import resolve_config, Detector
+    from .io import expand_image_args, load_image
+    from .text import validate_vocabulary
+
+    names = validate_vocabulary(args.classes)  # fail before loading a model
+    paths = list(expand_image_args(args.images))
+    if not paths:
+        raise ImageReadError(f"no images found in {' '.join(args.images)}")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if len(missing) == len(paths):
+        raise ImageReadError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    cfg = resolve_config(args.model, device=args.device, **_overrides(args))
+    detector = Detector.from_config(cfg)
+
+    results: list[dict] = []
+    failed: list[str] = []
+    used_names: set[str] = set()
+    to_stdout_json = args.json_path == "-"
+    bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr, dynamic_ncols=True)
+    for start in range(0, len(paths), cfg.batch_size):
+        batch_paths, arrays = [], []
+        for path in paths[start : start + cfg.batch_size]:
+            try:
+                arrays.append(load_image(path))
+                batch_paths.append(path)
+            except ImageReadError as exc:
+                failed.append(path)
+                tqdm.write(f"ovdet: skipping {path}: {exc}", file=sys.stderr)
+                bar.update(1)
+        if not arrays:
+            continue
+        for path, image, dets in zip(batch_paths, arrays, detector.detect_batch(arrays, names)):
+            h, w = dets.image_size
+            results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
+            if args.out is not None:
+                from .draw import annotate, save_image
+
+                save_image(annotate(image, dets), args.out / _output_name(path, used_names))
+            if args.json_path is None:
+                _print_human(path, dets, bar)
+            bar.update(1)
+    bar.close()
+    if args.json_path is not None:
+        _write_json_atomic(args.json_path, results)
+    if not to_stdout_json and (args.out is not None or args.json_path is not None):
+        where = [str(x) for x in (args.out, args.json_path) if x is not None]
+        print(f"ovdet: {len(results)} image(s) processed, results in {', '.join(where)}", file=sys.stderr)
+    if failed and not results:
+        return EXIT_USAGE
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _print_human(path: str, dets, bar) -> None:
+    from tqdm import tqdm
+
+    lines = [f"{path}: {len(dets)} detection(s)"]
+    for (x1, y1, x2, y2), score, label in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.labels):
+        lines.append(f"  {label:<20} {score:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
+    tqdm.write("\n".join(lines), file=sys.stdout)
+
+
+# -- weights ----------------------------------------------------------------------------------
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .config import load_config, preset_names
+    from .errors import ConfigError, WeightsNotFoundError
+    from . import weights as wmod
+
+    if args.weights_command in (None, "list"):
+        rows = [("PRESET", "CHECKPOINT", "ON DISK", "DESCRIPTION")]
+        for name in preset_names():
+            cfg = load_config(name)
+            try:
+                found = wmod.locate(cfg.name, cfg.weights, download=False)
+                where = f"{found.source}: {found.path}"
+            except WeightsNotFoundError:
+                where = "no (ovdet weights download " + name + ")"
+            rows.append((name, cfg.weights, where, cfg.description))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for r in rows:
+            print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+        env = os.environ.get("OVDET_WEIGHTS")
+        print(f"\nsearched: {', '.join(str(d) for d in wmod.weights_dirs())}, "
+              f"$OVDET_WEIGHTS={env or '(unset)'}, the Hugging Face cache")
+        return EXIT_OK
+    if args.preset not in preset_names():
+        raise ConfigError(f"unknown preset {args.preset!r} (presets: {', '.join(preset_names())})")
+    cfg = load_config(args.preset)
+    dest = args.to or (wmod.weights_dirs()[0] / cfg.name)
+    if wmod.offline():
+        raise WeightsNotFoundError(f"cannot download {cfg.weights}: HF_HUB_OFFLINE=1 is set; unset it on a machine with internet")
+    try:
+        path = wmod.fetch(cfg.weights, local_dir=dest)
+    except WeightsNotFoundError:
+        raise
+    except Exception as exc:  # network and hub errors come in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsNotFoundError(f"cannot download {cfg.weights} to {dest}: {first}") from exc
+    print(f"stored {cfg.weights} in {path}; copy that folder to weights/{cfg.name}/ on an offline machine")
+    return EXIT_OK
+
+
+# -- entry point ------------------------------------------------------------------------------
+COMMANDS = {"detect": cmd_detect, "weights": cmd_weights}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("ovdet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OvdetError, OSError) as exc:
+        # user errors (and file-system errors such as a full disk): one line, unless --debug
+        if debug:
+            traceback.print_exc()
+        message = str(exc).replace("\n", " ")
+        print(message if message.startswith("ovdet") else f"ovdet: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

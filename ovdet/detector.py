@@ -1,0 +1,166 @@
+"""`Detector`: composes a backend with vocabulary handling and post-processing.
+
+    det = Detector.from_pretrained("owlv2-b16")
+    dets = det.detect("street.jpg", ["bus", "person", "stroller"])
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from . import weights as weights_mod
+from .backends import BUILDERS, Backend, RegionScores, backend_for_model_type, model_type_of
+from .config import DetectorConfig, load_config, preset_names
+from .errors import ConfigError
+from .io import load_image
+from .postprocess import select_detections
+from .runtime import resolve_device, resolve_precision
+from .structures import Detections
+from .text import apply_template, validate_vocabulary
+
+TEXT_CACHE_SIZE = 16  # vocabularies kept in memory per detector
+
+
+def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
+    """Turn what a user calls a model into a config.
+
+    `model` may be a preset name ("owlv2-b16"), a YAML config path, a checkpoint folder saved
+    with `save_pretrained`, or a hub id ("google/owlv2-base-patch16-ensemble"). Folders and hub
+    ids take their settings (threshold, prompt...) from the preset of their model family.
+    """
+    text = str(model)
+    path = Path(text).expanduser()
+    if text in preset_names() or path.suffix.lower() in (".yaml", ".yml"):
+        return load_config(text, **overrides)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{path} is a folder without config.json: not a checkpoint saved with save_pretrained")
+        _, base = backend_for_model_type(model_type_of(path), str(path))
+        return load_config(base, **{"name": "", "weights": str(path), "description": "", **overrides})
+    if weights_mod._looks_like_hub_id(text):
+        lowered = text.lower()
+        # longest model-type names first so "owlv2" is not read as "owlv"...
+        for model_type in sorted(("owlv2", "owlvit"), key=len, reverse=True):
+            if model_type in lowered.replace("-", "").replace("_", ""):
+                _, base = backend_for_model_type(model_type, text)
+                return load_config(base, **{"name": "", "weights": text, "description": "", **overrides})
+        raise ConfigError(
+            f"cannot tell which backend serves hub id {text!r}; write a YAML config with `backend:` and `weights:`"
+        )
+    return load_config(text, **overrides)  # raises "unknown preset ..." with suggestions
+
+
+class Detector:
+    """Open-vocabulary detector: images + class names -> `Detections`.
+
+    Constructed from ready parts (a backend and a config); `from_pretrained` / `from_config`
+    are the ways to build one from names and files.
+    """
+
+    def __init__(self, backend: Backend, config: DetectorConfig):
+        self.backend = backend
+        self.config = config
+        self._text_cache: OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = OrderedDict()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: DetectorConfig, download: bool = True) -> "Detector":
+        if config.backend not in BUILDERS:
+            raise ConfigError(f"unknown backend {config.backend!r} (available: {', '.join(BUILDERS)})")
+        device = resolve_device(config.device)
+        dtype = resolve_precision(config.precision, device)
+        located = weights_mod.locate(config.name, config.weights, download=download)
+        backend = BUILDERS[config.backend](located.path, device, dtype)
+        return cls(backend, config)
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path = "owlv2-b16", device: str | None = None, **overrides: Any) -> "Detector":
+        """Build a detector from a preset name, YAML path, checkpoint folder or hub id.
+
+        Args:
+            model: see `resolve_config`.
+            device: "auto" (default: cuda if available), "cpu", "cuda", "cuda:N".
+            **overrides: any `DetectorConfig` field, e.g. threshold=0.3, nms_iou=1.0,
+                precision="bf16". Unknown names raise `ConfigError` with a suggestion.
+        """
+        return cls.from_config(resolve_config(model, device=device, **overrides))
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    # -- text ---------------------------------------------------------------------------------
+    def class_embeddings(self, classes: Sequence[str]) -> torch.Tensor:
+        """(C, D) embeddings of the prompted class names; computed once per vocabulary."""
+        key = (self.config.prompt, tuple(classes))
+        if key in self._text_cache:
+            self._text_cache.move_to_end(key)
+            return self._text_cache[key]
+        embeds = self.backend.encode_text(apply_template(self.config.prompt, classes))
+        self._text_cache[key] = embeds
+        while len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return embeds
+
+    # -- detection ----------------------------------------------------------------------------
+    def detect(self, image: Any, classes: str | Iterable[str], threshold: float | None = None) -> Detections:
+        """Detect `classes` in one image.
+
+        Args:
+            image: a path, PIL image, or RGB uint8 (H, W, 3) array (gray, RGBA and 16-bit work).
+            classes: class names, as a list or a comma-separated string.
+            threshold: score cut in [0, 1]; default the config's.
+        Returns:
+            `Detections` with boxes in the original image's pixels, best score first.
+        """
+        return self.detect_batch([image], classes, threshold=threshold)[0]
+
+    def detect_batch(
+        self,
+        images: Sequence[Any],
+        classes: str | Iterable[str],
+        threshold: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[Detections]:
+        """Detect `classes` in several images; forward passes take `batch_size` images each.
+
+        Raises `ImageReadError` for the first unreadable image (the CLI reads images itself
+        to skip bad ones and go on).
+        """
+        names = validate_vocabulary(classes)
+        thr = self.config.threshold if threshold is None else float(threshold)
+        if not 0.0 <= thr <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {thr}")
+        class_embeds = self.class_embeddings(names)
+        size = batch_size or self.config.batch_size
+        results: list[Detections] = []
+        for start in range(0, len(images), size):
+            arrays = [load_image(im) for im in images[start : start + size]]
+            for cand in self.backend.predict(arrays, class_embeds):
+                results.append(self._finalise(cand, names, thr))
+        return results
+
+    def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float) -> Detections:
+        cfg = self.config
+        sel = select_detections(
+            cand.boxes,
+            cand.scores,
+            threshold=threshold,
+            nms_iou=cfg.nms_iou,
+            class_agnostic_nms=cfg.class_agnostic_nms,
+            max_detections=cfg.max_detections,
+        )
+        raw = cand.raw[sel.index, sel.class_ids]
+        return Detections(
+            xyxy=cand.boxes[sel.index].cpu().numpy(),
+            scores=sel.scores.cpu().numpy(),
+            class_ids=sel.class_ids.cpu().numpy().astype(np.int64),
+            class_names=names,
+            image_size=cand.image_size,
+            raw_scores=raw.float().cpu().numpy(),
+        )

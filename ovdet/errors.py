@@ -1,0 +1,27 @@
+"""Exceptions a user can act on.
+
+Everything the CLI turns into "one line on stderr, exit code 2" derives from `OvdetError`; any
+other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class OvdetError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class ConfigError(OvdetError, ValueError):
+    """A config file or override is malformed, or names an unknown key or preset."""
+
+
+class VocabularyError(OvdetError, ValueError):
+    """The class-name list is empty, has empty entries or duplicates."""
+
+
+class ImageReadError(OvdetError, OSError):
+    """An image is missing, unreadable or not an image."""
+
+
+class WeightsNotFoundError(OvdetError, FileNotFoundError):
+    """A checkpoint is not on disk and could not be downloaded."""

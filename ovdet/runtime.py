@@ -1,0 +1,54 @@
+"""Device and numeric precision: "auto" resolved once, in one place."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu. Unknown or unavailable devices are user errors."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) present")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16 (bf16 matmuls several times faster than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Map "fp32"/"bf16"/"fp16"/"auto" to the dtype the heavy tower runs in on `device`."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("precision fp16 is for CUDA; on CPU use bf16 (fast with AMX) or fp32")
+    return DTYPES[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision for the heavy tower; a no-op context for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

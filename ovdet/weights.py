@@ -1,0 +1,125 @@
+"""Where checkpoints come from: local folders first, then the Hugging Face cache, then the hub.
+
+Resolution order for a config with preset name N and weights W (a hub id or a folder):
+  1. W itself, when it is an existing local folder (explicit path);
+  2. `weights/N/` under the current directory, then under the ovdet checkout;
+  3. `$OVDET_WEIGHTS/N/`;
+  4. the Hugging Face hub cache (`HF_HOME`, default ~/.cache/huggingface), without network;
+  5. a download from the hub, unless `HF_HUB_OFFLINE=1`.
+Every path ends in a local folder that the backend loads with `from_pretrained(folder)`, so
+tests that save tiny models to a folder exercise the same loading code as real checkpoints.
+
+Only safetensors and JSON/text files are fetched; `.bin` is a last resort for checkpoints that
+have no safetensors, and transformers opens it with `torch.load(weights_only=True)`, which
+refuses arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WeightsNotFoundError
+
+CHECKPOINT_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model"]
+FALLBACK_PATTERNS = ["pytorch_model.bin"]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def weights_dirs() -> list[Path]:
+    """The `weights/` folders searched, most specific first (cwd, then the checkout)."""
+    dirs = [Path.cwd() / "weights", REPO_ROOT / "weights"]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Located:
+    """A checkpoint folder and how it was found (shown by `ovdet weights list`)."""
+
+    path: Path
+    source: str  # "path", "weights/", "OVDET_WEIGHTS", "hub cache", "download"
+
+
+def _local_candidates(name: str, weights: str) -> list[tuple[Path, str]]:
+    candidates: list[tuple[Path, str]] = []
+    if weights and (Path(weights).expanduser().exists() or not _looks_like_hub_id(weights)):
+        candidates.append((Path(weights).expanduser(), "path"))
+    if name:
+        candidates += [(d / name, "weights/") for d in weights_dirs()]
+        env = os.environ.get("OVDET_WEIGHTS")
+        if env:
+            candidates.append((Path(env).expanduser() / name, "OVDET_WEIGHTS"))
+    return candidates
+
+
+def _looks_like_hub_id(weights: str) -> bool:
+    """"org/name" with no leading '.', '/' or '~' and exactly one slash."""
+    return weights.count("/") == 1 and not weights.startswith((".", "/", "~")) and "\\" not in weights
+
+
+def _hub_cache(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=CHECKPOINT_PATTERNS))
+    except Exception:  # not cached: huggingface_hub raises several error types for this
+        return None
+    return path if is_checkpoint_dir(path) else None
+
+
+def locate(name: str, weights: str, download: bool = True) -> Located:
+    """Find the checkpoint folder for a preset `name` / `weights` (see the module docstring).
+
+    Raises `WeightsNotFoundError` with one line naming every place looked and how to fix it.
+    """
+    looked: list[str] = []
+    for path, source in _local_candidates(name, weights):
+        if is_checkpoint_dir(path):
+            return Located(path, source)
+        looked.append(str(path))
+    if not os.environ.get("OVDET_WEIGHTS") and name:
+        looked.append("$OVDET_WEIGHTS (unset)")
+    if weights and _looks_like_hub_id(weights) and not Path(weights).exists():
+        cached = _hub_cache(weights)
+        if cached is not None:
+            return Located(cached, "hub cache")
+        looked.append(f"the Hugging Face cache for {weights}")
+        if download and not offline():
+            try:
+                return Located(fetch(weights), "download")
+            except Exception as exc:  # network errors come in many types; report, don't crash
+                looked.append(f"the hub ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
+        elif download:
+            looked.append("the hub (skipped: HF_HUB_OFFLINE=1)")
+    label = name or weights or "<no weights configured>"
+    fix = (
+        f"run `ovdet weights download {name}` where the hub is reachable and copy weights/{name}/ here"
+        if name
+        else "pass --model with a folder saved by save_pretrained, or a reachable hub id"
+    )
+    raise WeightsNotFoundError(f"no checkpoint for {label}: looked in {', '.join(looked)}; fix: {fix}")
+
+
+def fetch(repo_id: str, local_dir: Path | None = None) -> Path:
+    """Download a checkpoint (safetensors + configs) from the hub; returns the folder."""
+    from huggingface_hub import snapshot_download
+
+    path = Path(snapshot_download(repo_id, local_dir=local_dir, allow_patterns=CHECKPOINT_PATTERNS))
+    if not any(path.glob("*.safetensors")):
+        path = Path(snapshot_download(repo_id, local_dir=local_dir, allow_patterns=FALLBACK_PATTERNS))
+    if not is_checkpoint_dir(path):
+        raise WeightsNotFoundError(f"{repo_id} has no config.json: is it a transformers checkpoint?")
+    return path
