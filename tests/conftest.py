@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny OWL checkpoints saved to disk, the shared real-data folder, images.
+
+No test touches the network: HF_HUB_OFFLINE is forced before transformers is imported, and the
+tiny models are built from configs and loaded back from disk through `Detector.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+make_tiny_models = _load_tool("make_tiny_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """{"owlvit": folder, "owlv2": folder}: tiny random checkpoints saved with save_pretrained."""
+    base = tmp_path_factory.mktemp("tiny")
+    return {kind: make_tiny_models.make_owl(kind, base / kind) for kind in ("owlvit", "owlv2")}
+
+
+@pytest.fixture(scope="session")
+def tiny_owlv2(tiny_models) -> Path:
+    return tiny_models["owlv2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_owlvit(tiny_models) -> Path:
+    return tiny_models["owlvit"]
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("OVDET_SHARED_DATA")
+    path = Path(env) if env else ROOT.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or $OVDET_SHARED_DATA); tests using it skip when it is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared data not found: set OVDET_SHARED_DATA or place it at ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def chelsea_path() -> Path:
+    return EXAMPLES / "chelsea.jpg"  # 451 x 300, CC0 (scikit-image)
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    return EXAMPLES / "astronaut.jpg"  # 512 x 512, public domain (NASA, via scikit-image)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
