@@ -147,9 +147,13 @@ class Detector:
 
     def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float) -> Detections:
         cfg = self.config
+        # boxes that clipping to the image squashed to nothing (e.g. OWLv2 tokens over the
+        # padding) describe no object: score 0 never passes the strict threshold
+        b = cand.boxes
+        valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
         sel = select_detections(
             cand.boxes,
-            cand.scores,
+            cand.scores * valid[:, None],
             threshold=threshold,
             nms_iou=cfg.nms_iou,
             class_agnostic_nms=cfg.class_agnostic_nms,

@@ -79,7 +79,10 @@ class OwlBackend:
         Images go to the processor as uint8 CHW tensors on the target device: no PIL round
         trip, and on CUDA the resizing runs on the GPU.
         """
-        tensors = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).to(self.device) for im in images]
+        tensors = [
+            torch.from_numpy(im if im.flags.writeable else im.copy()).permute(2, 0, 1).to(self.device)
+            for im in images
+        ]
         return self.processor.image_processor(images=tensors, return_tensors="pt")["pixel_values"].to(self.device)
 
     @torch.inference_mode()

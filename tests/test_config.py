@@ -1,0 +1,87 @@
+import pytest
+
+from ovdet.config import DetectorConfig, load_config, preset_names
+from ovdet.detector import resolve_config
+from ovdet.errors import ConfigError
+
+
+def test_presets_named_in_the_issue_exist_and_load():
+    expected = {
+        "owlv2-b16": "google/owlv2-base-patch16-ensemble",
+        "owlv2-l14": "google/owlv2-large-patch14-ensemble",
+        "owlvit-b32": "google/owlvit-base-patch32",
+        "owlvit-b16": "google/owlvit-base-patch16",
+    }
+    assert set(expected) <= set(preset_names())
+    for name, hub_id in expected.items():
+        cfg = load_config(name)
+        assert cfg.name == name and cfg.weights == hub_id and cfg.backend == "owl"
+        assert 0.0 < cfg.threshold < 0.5 and cfg.description
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: owlv2-b16\ntreshold: 0.3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'treshold'.*did you mean 'threshold'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="did you mean 'max_detections'"):
+        load_config("owlv2-b16", max_detection=5)
+
+
+def test_base_preset_and_overrides(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: owlvit-b32\nthreshold: 0.33\n")
+    cfg = load_config(path, nms_iou=0.7, max_detections=None)
+    assert cfg.weights == "google/owlvit-base-patch32" and cfg.name == "owlvit-b32"
+    assert cfg.threshold == 0.33 and cfg.nms_iou == 0.7 and cfg.max_detections == 100
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("threshold: 2\n", "threshold must be in"),
+        ("nms_iou: 0\n", "nms_iou must be in"),
+        ("max_detections: 0\n", "max_detections"),
+        ("precision: fp8\n", "precision must be one of"),
+        ("prompt: a photo\n", "must contain"),
+        ("threshold: high\n", "must be a float"),
+        ("class_agnostic_nms: 1\n", "must be a bool"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+        ("key: [unclosed\n", "cannot read config"),
+        ("base: nope\n", "base 'nope' is not a preset"),
+    ],
+)
+def test_bad_config_files_raise_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_preset_and_missing_file():
+    with pytest.raises(ConfigError, match="unknown preset 'owlv2-b61'.*did you mean owlv2-b16"):
+        load_config("owlv2-b61")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("does/not/exist.yaml")
+
+
+def test_replace_rejects_unknown_keys():
+    cfg = DetectorConfig()
+    assert cfg.replace(threshold=0.5).threshold == 0.5
+    with pytest.raises(ConfigError):
+        cfg.replace(thresh=0.5)
+
+
+def test_resolve_config_for_folders_and_hub_ids(tiny_owlv2, tiny_owlvit, tmp_path):
+    cfg = resolve_config(str(tiny_owlv2), threshold=0.05)
+    assert cfg.weights == str(tiny_owlv2) and cfg.name == "" and cfg.threshold == 0.05
+    assert cfg.prompt == load_config("owlv2-b16").prompt  # family defaults come from the preset
+    assert resolve_config(str(tiny_owlvit)).threshold == load_config("owlvit-b32").threshold
+    hub = resolve_config("google/owlv2-large-patch14-ensemble")
+    assert hub.weights == "google/owlv2-large-patch14-ensemble" and hub.backend == "owl"
+    with pytest.raises(ConfigError, match="cannot tell which backend"):
+        resolve_config("someone/some-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="without config.json"):
+        resolve_config(str(tmp_path / "empty"))
