@@ -131,7 +131,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if len(missing) == len(paths):
         raise ImageReadError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     cfg = resolve_config(args.model, device=args.device, **_overrides(args))
-    detector = Detector.from_config(cfg)
+    detector = None  # loaded once the first image has been read: bad images fail fast
 
     results: list[dict] = []
     failed: list[str] = []
@@ -145,11 +145,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 arrays.append(load_image(path))
                 batch_paths.append(path)
             except ImageReadError as exc:
+                if len(paths) == 1:
+                    raise
                 failed.append(path)
                 tqdm.write(f"ovdet: skipping {path}: {exc}", file=sys.stderr)
                 bar.update(1)
         if not arrays:
             continue
+        if detector is None:
+            detector = Detector.from_config(cfg)
         for path, image, dets in zip(batch_paths, arrays, detector.detect_batch(arrays, names)):
             h, w = dets.image_size
             results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})

@@ -45,6 +45,7 @@ class OwlBackend:
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "OwlBackend":
         """Load a checkpoint folder (hub snapshot or `save_pretrained` output)."""
+        from safetensors import SafetensorError
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
         from transformers.utils import logging as hf_logging
 
@@ -52,7 +53,7 @@ class OwlBackend:
         try:
             processor = AutoProcessor.from_pretrained(str(path))
             model = AutoModelForZeroShotObjectDetection.from_pretrained(str(path))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:  # missing, corrupt or mismatched files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsNotFoundError(f"cannot load OWL checkpoint from {path}: {first}") from exc
         return cls(model, processor, device, dtype)

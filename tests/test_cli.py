@@ -1,0 +1,127 @@
+"""`ovdet` end to end in subprocesses, as a user runs it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def run_cli(*args, cwd=None, env_extra=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OVDET_WEIGHTS": "", **(env_extra or {})}
+    env.pop("OVDET_WEIGHTS")
+    return subprocess.run(
+        [sys.executable, "-m", "ovdet.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )
+
+
+def error_line(proc):
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, chelsea_path, astronaut_path):
+    d = tmp_path_factory.mktemp("imgs")
+    shutil.copy(chelsea_path, d / "chelsea.jpg")
+    shutil.copy(astronaut_path, d / "astronaut.jpg")
+    Image.open(chelsea_path).convert("L").save(d / "gray.png")
+    return d
+
+
+def test_detect_json_schema_and_annotated_images(tiny_owlv2, images, tmp_path):
+    out_dir, json_path = tmp_path / "annotated", tmp_path / "res.json"
+    proc = run_cli("detect", images, "--classes", "cat,dog", "--model", tiny_owlv2,
+                   "--threshold", "0.3", "--out", out_dir, "--json", json_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(json_path.read_text())
+    assert [r["image"] for r in results] == [str(images / n) for n in ("astronaut.jpg", "chelsea.jpg", "gray.png")]
+    for r in results:
+        assert set(r) == {"image", "width", "height", "detections"}
+        w, h = Image.open(r["image"]).size
+        assert (r["width"], r["height"]) == (w, h)
+        for d in r["detections"]:
+            assert set(d) == {"box", "score", "class_id", "class_name"}
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+            assert 0.3 < d["score"] <= 1 and d["class_name"] == ["cat", "dog"][d["class_id"]]
+    assert sum(len(r["detections"]) for r in results) > 0
+    for name in ("astronaut.jpg", "chelsea.jpg", "gray.png"):
+        drawn = np.asarray(Image.open(out_dir / name))
+        original = np.asarray(Image.open(images / name).convert("RGB"))
+        assert drawn.shape == original.shape
+    # boxes were drawn on an image that has detections
+    chelsea = next(r for r in results if r["image"].endswith("chelsea.jpg"))
+    if chelsea["detections"]:
+        assert np.abs(np.asarray(Image.open(out_dir / "chelsea.jpg"), float) - np.asarray(Image.open(images / "chelsea.jpg"), float)).mean() > 1
+
+
+def test_json_to_stdout_and_glob(tiny_owlvit, images):
+    proc = run_cli("detect", images / "*.jpg", "--classes", "cat", "--model", tiny_owlvit, "--json", "-", "--max-det", "2")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert len(results) == 2 and all(len(r["detections"]) <= 2 for r in results)
+
+
+def test_human_output_without_json(tiny_owlv2, chelsea_path):
+    proc = run_cli("detect", chelsea_path, "--classes", "cat", "--model", tiny_owlv2, "--threshold", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{chelsea_path}: ") and " cat " in proc.stdout
+
+
+def test_unreadable_image_among_several_is_skipped_with_exit_1(tiny_owlv2, images, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    json_path = tmp_path / "r.json"
+    proc = run_cli("detect", images / "chelsea.jpg", bad, tmp_path / "missing.png", "--classes", "cat",
+                   "--model", tiny_owlv2, "--json", json_path)
+    assert proc.returncode == 1
+    assert f"skipping {bad}" in proc.stderr and "missing.png" in proc.stderr
+    assert [r["image"] for r in json.loads(json_path.read_text())] == [str(images / "chelsea.jpg")]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["detect", "NOPE.jpg", "--classes", "cat"], "image not found: NOPE.jpg"),
+        (["detect", "BROKEN", "--classes", "cat"], "cannot read image"),
+        (["detect", "IMG", "--classes", ""], "empty vocabulary"),
+        (["detect", "IMG", "--classes", "cat,dog,cat"], "duplicate class name"),
+        (["detect", "IMG", "--classes", "cat", "--model", "owlv2-b61"], "unknown preset 'owlv2-b61'"),
+        (["detect", "IMG", "--classes", "cat", "--model", "CONFIG"], "cannot read config"),
+        (["detect", "IMG", "--classes", "cat", "--model", "owlvit-b32"], "no checkpoint for owlvit-b32"),
+        (["detect", "IMG", "--classes", "cat", "--threshold", "abc"], "invalid float value"),
+        (["detect", "IMG"], "required: --classes"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(args, needle, tmp_path, chelsea_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"nope")
+    config = tmp_path / "bad.yaml"
+    config.write_text("backend: [owl\n")
+    subs = {"BROKEN": broken, "IMG": chelsea_path, "CONFIG": config}
+    proc = run_cli(*[subs.get(a, a) for a in args], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in error_line(proc)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli("detect", "NOPE.jpg", "--classes", "cat", "--debug", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "ImageReadError" in proc.stderr
+
+
+def test_weights_list_and_offline_download(tmp_path):
+    listing = run_cli("weights", "list", cwd=tmp_path)
+    assert listing.returncode == 0
+    for preset in ("owlv2-b16", "owlv2-l14", "owlvit-b32", "owlvit-b16"):
+        assert preset in listing.stdout
+    proc = run_cli("weights", "download", "owlv2-b16", cwd=tmp_path)
+    assert proc.returncode == 2 and "HF_HUB_OFFLINE" in error_line(proc)
+    proc = run_cli("weights", "download", "nope", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown preset" in error_line(proc)
