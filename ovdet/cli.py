@@ -43,7 +43,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-agnostic-nms", action="store_true", default=None,
                    help="suppress overlapping boxes across classes too")
     p.add_argument("--max-det", type=int, help="most detections per image")
-    p.add_argument("--prompt", help='prompt template with {} for the class name, e.g. "a photo of a {}"')
+    p.add_argument("--templates", help='prompt templates: a set (single, photo, none), one template with {} '
+                   '("a photo of a {}") or a file with one per line')
+    p.add_argument("--negatives", help='comma-separated prompts that must not be reported, e.g. "toy dog,statue"')
+    p.add_argument("--class-thresholds", help="YAML file {class name: threshold}")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
     p.add_argument("--batch-size", type=int, help="images per forward pass")
@@ -80,7 +83,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "nms_iou": args.nms_iou,
         "class_agnostic_nms": args.class_agnostic_nms,
         "max_detections": args.max_det,
-        "prompt": args.prompt,
+        "templates": args.templates,
+        "negatives": args.negatives,
+        "class_thresholds": args.class_thresholds,
         "precision": args.precision,
         "batch_size": args.batch_size,
     }

@@ -17,6 +17,12 @@ import yaml
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+CHOICES = {
+    "precision": PRECISIONS,
+    "proposer": ("", "owlv2", "yolo", "windows", "boxes"),
+    "region_mode": ("crop", "pooled"),
+    "scoring": ("native", "softmax", "sigmoid"),
+}
 
 
 @dataclass(frozen=True)
@@ -25,13 +31,38 @@ class DetectorConfig:
 
     Attributes:
         name: preset name; also the folder name looked up under `weights/`.
-        backend: which backend family builds the model (see `ovdet.backends.BUILDERS`).
-        weights: hub id (e.g. "google/owlv2-base-patch16-ensemble") or local directory.
+        backend: which backend family builds the model (see `ovdet.backends.BUILDERS`):
+            "owl" (OWL-ViT/OWLv2), "clip" (proposer + CLIP region scoring), "yolo_world".
+        weights: hub id (e.g. "google/owlv2-base-patch16-ensemble"), local folder or file.
         threshold: keep detections with score strictly above this (scores are in [0, 1]).
+        class_thresholds: optional YAML file {class name: threshold} overriding `threshold`.
         nms_iou: class-aware NMS IoU; 1.0 disables NMS.
         class_agnostic_nms: suppress overlapping boxes across classes too.
         max_detections: most detections returned per image.
-        prompt: template applied to each class name before text encoding; "{}" = the bare name.
+        templates: prompt templates applied to each class name before text encoding: a
+            built-in set ("single", "photo"; see `ovdet.text.TEMPLATE_SETS`), one template with
+            "{}" (e.g. "a photo of a {}"; "{}" = the bare name), or a text file, one per line.
+            Several templates are ensembled (mean of unit embeddings, renormalised).
+        negatives: comma-separated negative prompts ("toy dog,statue"): scored with the
+            classes; a box whose best match is a negative is dropped.
+        cache_text: keep vocabulary embeddings on disk ($OVDET_CACHE, ~/.cache/ovdet).
+        text_weights: CLIP checkpoint for the text side where the backend needs a separate
+            one (YOLO-World); empty = the backend's own text tower.
+        proposer: class-agnostic region proposer for the "clip" backend: "owlv2"
+            (objectness head), "yolo" (an ultralytics YOLO run class-agnostic), "windows"
+            (weight-free multi-scale windows) or "boxes" (only user-supplied boxes).
+        proposer_weights: the proposer's checkpoint (hub id, folder or YOLO .pt file).
+        proposals: how many proposals per image are scored (top by objectness).
+        region_mode: "crop" (each box cropped through the image tower) or "pooled" (one dense
+            pass, RoIAlign over patch tokens).
+        crop_context: crops are enlarged by this factor around the box (1.0 = tight).
+        dense_size: input side of the pooled mode's dense pass (multiple of the patch size).
+        scoring: "softmax" (over classes + a background entry), "sigmoid", or "native"
+            (the model's own calibrated logits; OWL).
+        logit_scale: similarity temperature; 0 = the model's own (100 for OpenAI CLIP).
+        background_similarity: cosine similarity at which background wins (softmax) or the
+            score is 0.5 (sigmoid).
+        objectness_weight: w in score = class_score^(1-w) * objectness^w.
         device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
         precision: "fp32", "bf16", "fp16" (CUDA only) or "auto" (bf16 where the hardware has
             fast bf16 matmuls: CUDA, or CPUs with AMX/AVX512-BF16; else fp32).
@@ -43,10 +74,24 @@ class DetectorConfig:
     backend: str = "owl"
     weights: str = ""
     threshold: float = 0.1
+    class_thresholds: str = ""
     nms_iou: float = 0.5
     class_agnostic_nms: bool = False
     max_detections: int = 100
-    prompt: str = "{}"
+    templates: str = "{}"
+    negatives: str = ""
+    cache_text: bool = True
+    text_weights: str = ""
+    proposer: str = ""
+    proposer_weights: str = ""
+    proposals: int = 100
+    region_mode: str = "crop"
+    crop_context: float = 1.2
+    dense_size: int = 448
+    scoring: str = "native"
+    logit_scale: float = 0.0
+    background_similarity: float = 0.2
+    objectness_weight: float = 0.5
     device: str = "auto"
     precision: str = "fp32"
     batch_size: int = 4
@@ -68,10 +113,15 @@ class DetectorConfig:
             raise ConfigError(f"max_detections must be >= 1, got {self.max_detections}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if "{}" not in self.prompt:
-            raise ConfigError(f"prompt must contain '{{}}' where the class name goes, got {self.prompt!r}")
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(repr(a) for a in allowed)}, got {getattr(self, key)!r}")
+        if self.proposals < 1 or self.dense_size < 32:
+            raise ConfigError(f"proposals must be >= 1 and dense_size >= 32, got {self.proposals} and {self.dense_size}")
+        if self.crop_context < 1.0:
+            raise ConfigError(f"crop_context must be >= 1 (1 = tight crops), got {self.crop_context}")
+        if not 0.0 <= self.objectness_weight <= 1.0:
+            raise ConfigError(f"objectness_weight must be in [0, 1], got {self.objectness_weight}")
 
     def replace(self, **changes: Any) -> "DetectorConfig":
         """A copy with `changes` applied; unknown keys are rejected like in files."""
@@ -154,3 +204,14 @@ def load_config(source: str | Path | Mapping[str, Any], **overrides: Any) -> Det
         return DetectorConfig(**{**data, **overrides})
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_class_thresholds(path: str | Path) -> dict[str, float]:
+    """Per-class thresholds from a YAML mapping {class name: threshold in [0, 1]}."""
+    data = read_yaml(path)
+    out: dict[str, float] = {}
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{path}: threshold for {name!r} must be a number in [0, 1], got {value!r}")
+        out[str(name).strip()] = float(value)
+    return out

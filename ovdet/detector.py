@@ -15,13 +15,16 @@ import torch
 
 from . import weights as weights_mod
 from .backends import BUILDERS, Backend, RegionScores, backend_for_model_type, model_type_of
-from .config import DetectorConfig, load_config, preset_names
-from .errors import ConfigError
+from .cache import TextEmbeddingCache
+from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
+from .errors import ConfigError, OvdetError
 from .io import load_image
 from .postprocess import select_detections
+from .proposers import given_boxes
 from .runtime import resolve_device, resolve_precision
+from .scoring import drop_negatives
 from .structures import Detections
-from .text import apply_template, validate_vocabulary
+from .text import ensemble, prompts_for, resolve_templates, validate_vocabulary
 
 TEXT_CACHE_SIZE = 16  # vocabularies kept in memory per detector
 
@@ -31,7 +34,7 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
 
     `model` may be a preset name ("owlv2-b16"), a YAML config path, a checkpoint folder saved
     with `save_pretrained`, or a hub id ("google/owlv2-base-patch16-ensemble"). Folders and hub
-    ids take their settings (threshold, prompt...) from the preset of their model family.
+    ids take their settings (threshold, templates...) from the preset of their model family.
     """
     text = str(model)
     path = Path(text).expanduser()
@@ -62,21 +65,22 @@ class Detector:
     are the ways to build one from names and files.
     """
 
-    def __init__(self, backend: Backend, config: DetectorConfig):
+    def __init__(self, backend: Backend, config: DetectorConfig, text_cache: TextEmbeddingCache | None = None):
         self.backend = backend
         self.config = config
-        self._text_cache: OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = OrderedDict()
+        self.templates = resolve_templates(config.templates)
+        self.class_thresholds = load_class_thresholds(config.class_thresholds) if config.class_thresholds else {}
+        self.text_cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
+        self._memory: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: DetectorConfig, download: bool = True) -> "Detector":
+    def from_config(cls, config: DetectorConfig) -> "Detector":
         if config.backend not in BUILDERS:
             raise ConfigError(f"unknown backend {config.backend!r} (available: {', '.join(BUILDERS)})")
         device = resolve_device(config.device)
         dtype = resolve_precision(config.precision, device)
-        located = weights_mod.locate(config.name, config.weights, download=download)
-        backend = BUILDERS[config.backend](located.path, device, dtype)
-        return cls(backend, config)
+        return cls(BUILDERS[config.backend](config, device, dtype), config)
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "owlv2-b16", device: str | None = None, **overrides: Any) -> "Detector":
@@ -95,30 +99,70 @@ class Detector:
         return self.backend.device
 
     # -- text ---------------------------------------------------------------------------------
-    def class_embeddings(self, classes: Sequence[str]) -> torch.Tensor:
-        """(C, D) embeddings of the prompted class names; computed once per vocabulary."""
-        key = (self.config.prompt, tuple(classes))
-        if key in self._text_cache:
-            self._text_cache.move_to_end(key)
-            return self._text_cache[key]
-        embeds = self.backend.encode_text(apply_template(self.config.prompt, classes))
-        self._text_cache[key] = embeds
-        while len(self._text_cache) > TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
+    def class_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """(C, D) unit embeddings of the class names (template ensemble), computed once per
+        vocabulary: kept in memory, and on disk when `cache_text` is on."""
+        key = tuple(names)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        disk_key = None
+        embeds = None
+        if self.text_cache is not None:
+            disk_key = self.text_cache.key(self.backend.identity, self.templates, names)
+            embeds = self.text_cache.load(disk_key)
+        if embeds is None:
+            raw = self.backend.encode_text(prompts_for(self.templates, names))
+            embeds = ensemble(raw, len(self.templates))
+            if disk_key is not None:
+                self.text_cache.save(disk_key, embeds)
+        embeds = embeds.to(self.device)
+        self._memory[key] = embeds
+        while len(self._memory) > TEXT_CACHE_SIZE:
+            self._memory.popitem(last=False)
         return embeds
 
+    def _vocabulary(self, classes, negatives) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Validated (class names, negative prompts); a negative may not repeat a class."""
+        names = validate_vocabulary(classes)
+        negatives = self.config.negatives if negatives is None else negatives
+        negs = tuple(n.strip() for n in (negatives.split(",") if isinstance(negatives, str) else negatives) if n.strip())
+        if negs:
+            validate_vocabulary(list(names) + list(negs))  # duplicates across both are an error
+        return names, negs
+
+    def _thresholds(self, names: Sequence[str], threshold: float | None) -> float | torch.Tensor:
+        thr = self.config.threshold if threshold is None else float(threshold)
+        if not 0.0 <= thr <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {thr}")
+        if not self.class_thresholds:
+            return thr
+        return torch.tensor([self.class_thresholds.get(n, thr) for n in names], device=self.device)
+
     # -- detection ----------------------------------------------------------------------------
-    def detect(self, image: Any, classes: str | Iterable[str], threshold: float | None = None) -> Detections:
+    def detect(
+        self,
+        image: Any,
+        classes: str | Iterable[str],
+        threshold: float | None = None,
+        negatives: str | Iterable[str] | None = None,
+        boxes: Any = None,
+    ) -> Detections:
         """Detect `classes` in one image.
 
         Args:
             image: a path, PIL image, or RGB uint8 (H, W, 3) array (gray, RGBA and 16-bit work).
             classes: class names, as a list or a comma-separated string.
             threshold: score cut in [0, 1]; default the config's.
+            negatives: prompts that must NOT be reported ("toy dog,statue"); a box whose best
+                match is a negative is dropped. Default: the config's `negatives`.
+            boxes: optional (N, 4) xyxy pixel boxes to score instead of proposals (CLIP
+                backends).
         Returns:
             `Detections` with boxes in the original image's pixels, best score first.
         """
-        return self.detect_batch([image], classes, threshold=threshold)[0]
+        return self.detect_batch([image], classes, threshold, negatives=negatives,
+                                 boxes=None if boxes is None else [boxes])[0]
 
     def detect_batch(
         self,
@@ -126,40 +170,48 @@ class Detector:
         classes: str | Iterable[str],
         threshold: float | None = None,
         batch_size: int | None = None,
+        negatives: str | Iterable[str] | None = None,
+        boxes: Sequence[Any] | None = None,
     ) -> list[Detections]:
         """Detect `classes` in several images; forward passes take `batch_size` images each.
 
-        Raises `ImageReadError` for the first unreadable image (the CLI reads images itself
-        to skip bad ones and go on).
+        `boxes`, if given, holds one (N_i, 4) xyxy box list per image. Raises
+        `ImageReadError` for the first unreadable image (the CLI reads images itself to skip
+        bad ones and go on).
         """
-        names = validate_vocabulary(classes)
-        thr = self.config.threshold if threshold is None else float(threshold)
-        if not 0.0 <= thr <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {thr}")
-        class_embeds = self.class_embeddings(names)
+        names, negs = self._vocabulary(classes, negatives)
+        thr = self._thresholds(names, threshold)
+        if boxes is not None and len(boxes) != len(images):
+            raise OvdetError(f"boxes: got {len(boxes)} box lists for {len(images)} images")
+        class_embeds = self.class_embeddings(names + negs)
         size = batch_size or self.config.batch_size
         results: list[Detections] = []
         for start in range(0, len(images), size):
             arrays = [load_image(im) for im in images[start : start + size]]
-            for cand in self.backend.predict(arrays, class_embeds):
+            given = None
+            if boxes is not None:
+                given = [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes[start : start + size], arrays)]
+            for cand in self.backend.predict(arrays, class_embeds, given):
                 results.append(self._finalise(cand, names, thr))
         return results
 
-    def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float) -> Detections:
+    def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float | torch.Tensor) -> Detections:
         cfg = self.config
+        c = len(names)
         # boxes that clipping to the image squashed to nothing (e.g. OWLv2 tokens over the
         # padding) describe no object: score 0 never passes the strict threshold
         b = cand.boxes
         valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        scores = drop_negatives(cand.scores, c) * valid[:, None]
         sel = select_detections(
             cand.boxes,
-            cand.scores * valid[:, None],
+            scores,
             threshold=threshold,
             nms_iou=cfg.nms_iou,
             class_agnostic_nms=cfg.class_agnostic_nms,
             max_detections=cfg.max_detections,
         )
-        raw = cand.raw[sel.index, sel.class_ids]
+        raw = cand.raw[:, :c][sel.index, sel.class_ids]
         return Detections(
             xyxy=cand.boxes[sel.index].cpu().numpy(),
             scores=sel.scores.cpu().numpy(),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
 
 from .errors import VocabularyError
 
@@ -43,3 +48,80 @@ def apply_template(template: str, names: Sequence[str]) -> list[str]:
     if "{}" not in template:
         raise VocabularyError(f"prompt template {template!r} must contain '{{}}' where the class name goes")
     return [template.replace("{}", name) for name in names]
+
+
+# Built-in template sets. "photo" is ovdet's own ensemble of photo-style phrasings: sizes,
+# framing and image quality vary in real photos, and averaging over them makes the class
+# embedding less sensitive to any one wording.
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "none": ("{}",),
+    "single": ("a photo of a {}.",),
+    "photo": (
+        "a photo of a {}.",
+        "a photo of the {}.",
+        "a photo of one {}.",
+        "a photo of a small {}.",
+        "a photo of a large {}.",
+        "a close-up photo of a {}.",
+        "a cropped photo of the {}.",
+        "a blurry photo of a {}.",
+        "a bright photo of a {}.",
+        "a dark photo of the {}.",
+        "a {} in the scene.",
+        "there is a {} in this picture.",
+    ),
+}
+
+
+def resolve_templates(spec: str) -> tuple[str, ...]:
+    """Templates from a set name ("single", "photo", "none"), one literal template containing
+    "{}", or a text file with one template per line ('#' starts a comment)."""
+    if spec in TEMPLATE_SETS:
+        return TEMPLATE_SETS[spec]
+    if "{}" in spec:
+        return (spec,)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise VocabularyError(
+            f"templates {spec!r}: not a built-in set ({', '.join(TEMPLATE_SETS)}), not a template with '{{}}', "
+            "and not a file"
+        )
+    lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines()]
+    templates = tuple(l for l in lines if l and not l.startswith("#"))
+    if not templates:
+        raise VocabularyError(f"template file {path} has no templates")
+    for t in templates:
+        if "{}" not in t:
+            raise VocabularyError(f"template {t!r} in {path} must contain '{{}}' where the class name goes")
+    return templates
+
+
+def prompts_for(templates: Sequence[str], names: Sequence[str]) -> list[str]:
+    """All T x C prompts, template-major: prompts[t * C + c] = templates[t] with names[c]."""
+    return [p for t in templates for p in apply_template(t, names)]
+
+
+def ensemble(embeds: torch.Tensor, num_templates: int) -> torch.Tensor:
+    """(T*C, D) template-major prompt embeddings -> (C, D) class embeddings: the mean of the
+    unit-normalised template embeddings, renormalised to unit length."""
+    t_c, d = embeds.shape
+    unit = F.normalize(embeds.float(), dim=-1).reshape(num_templates, t_c // num_templates, d)
+    return F.normalize(unit.mean(dim=0), dim=-1)
+
+
+def load_vocabulary(path: str | Path) -> list[str]:
+    """Class names from a file: a COCO/LVIS annotation JSON (its `categories`, by id; LVIS
+    underscores become spaces) or plain text, one name per line ('#' starts a comment)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VocabularyError(f"cannot read vocabulary file {path}: {exc}") from exc
+    if path.suffix.lower() == ".json":
+        try:
+            cats = json.loads(text)["categories"]
+            cats = sorted(cats, key=lambda c: c["id"])
+            return [str(c["name"]).replace("_", " ") for c in cats]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VocabularyError(f"{path} is not a COCO/LVIS annotation file with 'categories' (id, name): {exc}") from exc
+    return [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]

@@ -123,3 +123,29 @@ def fetch(repo_id: str, local_dir: Path | None = None) -> Path:
     if not is_checkpoint_dir(path):
         raise WeightsNotFoundError(f"{repo_id} has no config.json: is it a transformers checkpoint?")
     return path
+
+
+def checkpoint_identity(path: Path) -> str:
+    """A string that changes when the checkpoint files change (path, sizes, mtimes).
+
+    Used as part of on-disk cache keys; cheaper than hashing hundreds of MB of weights.
+    """
+    path = Path(path).resolve()
+    parts = [str(path)]
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + sorted(path.glob("config.json")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def load_pretrained(path: Path, loader, what: str):
+    """Call `loader(str(path))`, turning missing/corrupt checkpoint errors into one line."""
+    from safetensors import SafetensorError
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
+    try:
+        return loader(str(path))
+    except (OSError, ValueError, SafetensorError) as exc:  # missing, corrupt or mismatched files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsNotFoundError(f"cannot load {what} checkpoint from {path}: {first}") from exc

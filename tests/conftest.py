@@ -78,3 +78,9 @@ def astronaut_path() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_text_cache(tmp_path_factory, monkeypatch):
+    """Each test session writes vocabulary embeddings to its own temporary cache."""
+    monkeypatch.setenv("OVDET_CACHE", str(tmp_path_factory.getbasetemp() / "ovdet-cache"))

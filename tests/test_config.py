@@ -43,7 +43,7 @@ def test_base_preset_and_overrides(tmp_path):
         ("nms_iou: 0\n", "nms_iou must be in"),
         ("max_detections: 0\n", "max_detections"),
         ("precision: fp8\n", "precision must be one of"),
-        ("prompt: a photo\n", "must contain"),
+        ("region_mode: dense\n", "region_mode must be one of"),
         ("threshold: high\n", "must be a float"),
         ("class_agnostic_nms: 1\n", "must be a bool"),
         ("- a\n- b\n", "must be a YAML mapping"),
@@ -76,7 +76,7 @@ def test_replace_rejects_unknown_keys():
 def test_resolve_config_for_folders_and_hub_ids(tiny_owlv2, tiny_owlvit, tmp_path):
     cfg = resolve_config(str(tiny_owlv2), threshold=0.05)
     assert cfg.weights == str(tiny_owlv2) and cfg.name == "" and cfg.threshold == 0.05
-    assert cfg.prompt == load_config("owlv2-b16").prompt  # family defaults come from the preset
+    assert cfg.templates == load_config("owlv2-b16").templates  # family defaults come from the preset
     assert resolve_config(str(tiny_owlvit)).threshold == load_config("owlvit-b32").threshold
     hub = resolve_config("google/owlv2-large-patch14-ensemble")
     assert hub.weights == "google/owlv2-large-patch14-ensemble" and hub.backend == "owl"

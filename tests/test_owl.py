@@ -10,7 +10,7 @@ from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 from ovdet import Detector
 
 CLASSES = ["cat", "dog", "remote control", "a red bus"]
-EXACT = dict(threshold=0.0, nms_iou=1.0, max_detections=100_000, prompt="{}", device="cpu")
+EXACT = dict(threshold=0.0, nms_iou=1.0, max_detections=100_000, templates="{}", device="cpu")
 
 
 def hf_reference(folder, image: Image.Image, classes):

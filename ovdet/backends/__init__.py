@@ -8,19 +8,28 @@ from typing import Callable
 
 import torch
 
+from ..config import DetectorConfig
 from ..errors import ConfigError
+from ..weights import locate
 from .base import Backend, RegionScores
 
 
-def _build_owl(path: Path, device: torch.device, dtype: torch.dtype) -> Backend:
+def _build_owl(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
     from .owl import OwlBackend  # imported lazily: transformers is slow to import
 
-    return OwlBackend.load(path, device, dtype)
+    return OwlBackend.load(locate(cfg.name, cfg.weights).path, device, dtype)
 
 
-# backend name -> builder(checkpoint folder, device, dtype)
-BUILDERS: dict[str, Callable[[Path, torch.device, torch.dtype], Backend]] = {
+def _build_clip(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
+    from .clip_regions import build_clip_regions
+
+    return build_clip_regions(cfg, device, dtype)
+
+
+# backend name -> builder(config, device, dtype); each builder locates its own checkpoints
+BUILDERS: dict[str, Callable[[DetectorConfig, torch.device, torch.dtype], Backend]] = {
     "owl": _build_owl,
+    "clip": _build_clip,
 }
 
 # transformers `model_type` of a checkpoint folder -> backend name, and the preset whose
@@ -28,6 +37,7 @@ BUILDERS: dict[str, Callable[[Path, torch.device, torch.dtype], Backend]] = {
 MODEL_TYPES: dict[str, tuple[str, str]] = {
     "owlvit": ("owl", "owlvit-b32"),
     "owlv2": ("owl", "owlv2-b16"),
+    "clip": ("clip", "clip-b32-owlv2-proposals"),
 }
 
 

@@ -8,6 +8,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from ..proposers import Proposals
+
 
 @dataclass(frozen=True)
 class RegionScores:
@@ -33,5 +35,12 @@ class Backend(Protocol):
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """(C,) prompts -> (C, D) class embeddings on `device`."""
 
-    def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor) -> list[RegionScores]:
-        """RGB uint8 (H, W, 3) images + (C, D) class embeddings -> candidates per image."""
+    identity: str  # names the text tower in on-disk cache keys
+
+    def predict(
+        self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes: Sequence[Proposals] | None = None
+    ) -> list[RegionScores]:
+        """RGB uint8 (H, W, 3) images + (C, D) class embeddings -> candidates per image.
+
+        `boxes`, one `Proposals` per image, asks a backend to score given regions instead of
+        its own (backends that cannot raise `OvdetError`)."""

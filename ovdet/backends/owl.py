@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
-from ..errors import WeightsNotFoundError
+from ..errors import OvdetError
 from ..runtime import autocast
+from ..weights import checkpoint_identity, load_pretrained
 from .base import RegionScores
 
 MODEL_TYPES = ("owlvit", "owlv2")
@@ -33,7 +34,7 @@ MODEL_TYPES = ("owlvit", "owlv2")
 class OwlBackend:
     """Wraps `OwlViTForObjectDetection` / `Owlv2ForObjectDetection` and its processor."""
 
-    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32):
+    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32, identity: str = ""):
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = device
@@ -41,22 +42,16 @@ class OwlBackend:
         self.pads_to_square = bool(getattr(processor.image_processor, "do_pad", False))
         # the base CLIP-like model holding the text tower: `.owlvit` or `.owlv2`
         self.clip = getattr(model, "owlv2", None) or model.owlvit
+        self.identity = identity or model.config.name_or_path  # names the text tower in cache keys
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "OwlBackend":
         """Load a checkpoint folder (hub snapshot or `save_pretrained` output)."""
-        from safetensors import SafetensorError
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
-        try:
-            processor = AutoProcessor.from_pretrained(str(path))
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(str(path))
-        except (OSError, ValueError, SafetensorError) as exc:  # missing, corrupt or mismatched files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsNotFoundError(f"cannot load OWL checkpoint from {path}: {first}") from exc
-        return cls(model, processor, device, dtype)
+        processor = load_pretrained(Path(path), AutoProcessor.from_pretrained, "OWL")
+        model = load_pretrained(Path(path), AutoModelForZeroShotObjectDetection.from_pretrained, "OWL")
+        return cls(model, processor, device, dtype, identity=checkpoint_identity(Path(path)))
 
     @property
     def name(self) -> str:
@@ -106,22 +101,28 @@ class OwlBackend:
         logits, _ = self.model.class_predictor(feats, queries, mask)
         return logits.float()
 
-    def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor) -> list[RegionScores]:
-        pixel_values = self.preprocess(images)
-        feats, boxes = self.image_features(pixel_values)
-        logits = self.class_logits(feats, class_embeds)
+    def to_pixels(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(P, 4) normalised cxcywh from the box head -> (P, 4) xyxy pixels of the original
+        `height` x `width` image, clipped to it (see the module docstring for the geometry)."""
         xyxy = cxcywh_to_xyxy(boxes)
+        if self.pads_to_square:
+            side = max(height, width)
+            px = scale_normalized(xyxy, side, side)
+        else:
+            px = scale_normalized(xyxy, width, height)
+        return clip_to_image(px, height, width)
+
+    def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes=None) -> list[RegionScores]:
+        if boxes is not None:
+            raise OvdetError("OWL models predict their own boxes; to score given boxes use a CLIP preset (backend: clip)")
+        feats, boxes = self.image_features(self.preprocess(images))
+        logits = self.class_logits(feats, class_embeds)
         out = []
         for i, image in enumerate(images):
             h, w = image.shape[:2]
-            if self.pads_to_square:
-                side = max(h, w)
-                px = scale_normalized(xyxy[i], side, side)
-            else:
-                px = scale_normalized(xyxy[i], w, h)
             out.append(
                 RegionScores(
-                    boxes=clip_to_image(px, h, w),
+                    boxes=self.to_pixels(boxes[i], h, w),
                     scores=torch.sigmoid(logits[i]),
                     raw=logits[i],
                     image_size=(h, w),

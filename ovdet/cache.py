@@ -1,0 +1,55 @@
+"""On-disk cache of vocabulary embeddings, so a 1,203-class vocabulary is embedded once.
+
+Keys hash everything the embeddings depend on: the text tower's identity (checkpoint path,
+file sizes and modification times), the templates and the class names, in order. Values are
+plain .npy files (no pickles), written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def default_cache_dir() -> Path:
+    """$OVDET_CACHE, else ~/.cache/ovdet (XDG_CACHE_HOME respected)."""
+    if os.environ.get("OVDET_CACHE"):
+        return Path(os.environ["OVDET_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "ovdet"
+
+
+class TextEmbeddingCache:
+    """(identity, templates, names) -> (C, D) float32 embeddings on disk."""
+
+    def __init__(self, directory: Path | None = None):
+        self.directory = (directory or default_cache_dir()) / "text"
+
+    @staticmethod
+    def key(identity: str, templates: Sequence[str], names: Sequence[str]) -> str:
+        blob = json.dumps([identity, list(templates), list(names)], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def load(self, key: str) -> torch.Tensor | None:
+        path = self.directory / f"{key}.npy"
+        try:
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        except (OSError, ValueError):  # absent, or a damaged file: recompute
+            return None
+
+    def save(self, key: str, embeds: torch.Tensor) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.directory)
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, embeds.detach().float().cpu().numpy(), allow_pickle=False)
+            os.replace(tmp, self.directory / f"{key}.npy")
+        except OSError:
+            pass  # a read-only or full disk only costs a recomputation next time
