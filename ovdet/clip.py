@@ -43,7 +43,7 @@ class ClipModel:
     @property
     def logit_scale(self) -> float:
         """CLIP's learned temperature (100 for the OpenAI checkpoints)."""
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:

@@ -41,6 +41,18 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A tiny random CLIP checkpoint (joint space 32-d) saved with save_pretrained."""
+    return make_tiny_models.make_clip(tmp_path_factory.mktemp("tiny") / "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip512(tmp_path_factory) -> Path:
+    """A tiny random CLIP with a 512-d joint space, the width YOLO-World's text input expects."""
+    return make_tiny_models.make_clip(tmp_path_factory.mktemp("tiny") / "clip512", projection_dim=512)
+
+
+@pytest.fixture(scope="session")
 def tiny_owlv2(tiny_models) -> Path:
     return tiny_models["owlv2"]
 

@@ -3,6 +3,7 @@
 
     python tools/make_tiny_models.py /tmp/tiny
     ovdet detect examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/owlv2
+    ovdet classify examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/clip
 
 Each folder is a real transformers checkpoint (config.json, model.safetensors, tokenizer and
 image-processor files) written by `save_pretrained`, so ovdet loads it through exactly the code
@@ -131,14 +132,38 @@ def make_owl(kind: str, out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+def make_clip(out_dir: Path, seed: int = 0, projection_dim: int = 32, image_size: int = 64) -> Path:
+    """Save a tiny random CLIP (transformers CLIPModel + CLIPProcessor) to `out_dir`.
+
+    `projection_dim=512` gives the joint-space width of OpenAI ViT-B/32 (what YOLO-World's
+    text input expects)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    text, vision = _tower_configs(77)  # CLIP text context is 77 tokens
+    vision.update(image_size=image_size)
+    torch.manual_seed(seed)
+    # logit scale 100 as in the OpenAI checkpoints (ln 100 = 4.6052)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim, logit_scale_init_value=4.6052)
+    model = CLIPModel(config)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}),
+        tokenizer=clip_tokenizer(max_length=77),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="folder to write owlvit/ and owlv2/ into")
+    parser.add_argument("out", type=Path, help="folder to write owlvit/, owlv2/ and clip/ into")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for kind in ("owlvit", "owlv2"):
-        path = make_owl(kind, args.out / kind, seed=args.seed)
-        print(f"wrote {path}")
+        print(f"wrote {make_owl(kind, args.out / kind, seed=args.seed)}")
+    print(f"wrote {make_clip(args.out / 'clip', seed=args.seed)}")
     return 0
 
 
