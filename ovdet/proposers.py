@@ -101,7 +101,10 @@ def given_boxes(boxes, height: int, width: int) -> Proposals:
     """User-supplied boxes for one image: (N, 4) xyxy pixels -> Proposals (objectness 1).
 
     Raises `OvdetError` for malformed boxes (wrong shape, x2 <= x1, outside the image)."""
-    arr = np.asarray(boxes, dtype=np.float32)
+    try:
+        arr = np.asarray(boxes, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise OvdetError(f"boxes must be a list of [x1, y1, x2, y2] numbers: {exc}") from exc
     if arr.size == 0:
         arr = arr.reshape(0, 4)
     if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():

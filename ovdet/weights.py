@@ -2,10 +2,11 @@
 
 Resolution order for a config with preset name N and weights W (a hub id or a folder):
   1. W itself, when it is an existing local folder (explicit path);
-  2. `weights/N/` under the current directory, then under the ovdet checkout;
-  3. `$OVDET_WEIGHTS/N/`;
-  4. the Hugging Face hub cache (`HF_HOME`, default ~/.cache/huggingface), without network;
-  5. a download from the hub, unless `HF_HUB_OFFLINE=1`.
+  2. `weights/N/` under the current directory, then under the ovdet checkout, then
+     `$OVDET_WEIGHTS/N/`; then the same for the other presets whose checkpoint is W and for
+     W's last part (`weights/owlv2-base-patch16-ensemble/`), so components are shared;
+  3. the Hugging Face hub cache (`HF_HOME`, default ~/.cache/huggingface), without network;
+  4. a download from the hub, unless `HF_HUB_OFFLINE=1`.
 Every path ends in a local folder that the backend loads with `from_pretrained(folder)`, so
 tests that save tiny models to a folder exercise the same loading code as real checkpoints.
 
@@ -57,12 +58,25 @@ def _local_candidates(name: str, weights: str) -> list[tuple[Path, str]]:
     candidates: list[tuple[Path, str]] = []
     if weights and (Path(weights).expanduser().exists() or not _looks_like_hub_id(weights)):
         candidates.append((Path(weights).expanduser(), "path"))
-    if name:
-        candidates += [(d / name, "weights/") for d in weights_dirs()]
-        env = os.environ.get("OVDET_WEIGHTS")
+    names = ([name] if name else []) + _aliases(weights, exclude=name)
+    env = os.environ.get("OVDET_WEIGHTS")
+    for n in names:
+        candidates += [(d / n, "weights/") for d in weights_dirs()]
         if env:
-            candidates.append((Path(env).expanduser() / name, "OVDET_WEIGHTS"))
+            candidates.append((Path(env).expanduser() / n, "OVDET_WEIGHTS"))
     return candidates
+
+
+def _aliases(weights: str, exclude: str = "") -> list[str]:
+    """Other folder names under weights/ that may hold the hub id `weights`: every preset
+    whose main checkpoint it is (so `ovdet weights download owlv2-b16` also serves presets
+    that use OWLv2 as their proposer), then the hub id's last part."""
+    if not weights or not _looks_like_hub_id(weights):
+        return []
+    from .config import load_config, preset_names  # local: config does not depend on weights
+
+    names = [p for p in preset_names() if p != exclude and load_config(p).weights == weights]
+    return names + [weights.split("/")[-1]]
 
 
 def _looks_like_hub_id(weights: str) -> bool:
@@ -90,7 +104,7 @@ def locate(name: str, weights: str, download: bool = True) -> Located:
         if is_checkpoint_dir(path):
             return Located(path, source)
         looked.append(str(path))
-    if not os.environ.get("OVDET_WEIGHTS") and name:
+    if not os.environ.get("OVDET_WEIGHTS"):
         looked.append("$OVDET_WEIGHTS (unset)")
     if weights and _looks_like_hub_id(weights) and not Path(weights).exists():
         cached = _hub_cache(weights)

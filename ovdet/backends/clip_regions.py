@@ -1,0 +1,182 @@
+"""Proposer + CLIP region scoring: boxes from a class-agnostic proposer, named by CLIP.
+
+Two ways to embed regions:
+  - "crop": each box is cut out as a square (enlarged by `crop_context`, padded with CLIP's
+    mean colour where it leaves the image), resized to CLIP's input and run through the image
+    tower in batches. Most faithful to how CLIP was trained; cost grows with the box count.
+  - "pooled": one dense pass over the whole image (padded to a square, at `dense_size`), then
+    RoIAlign over the patch-token grid and CLIP's visual projection. One forward pass per
+    image whatever the number of boxes; coarser, since patch tokens were not trained to be
+    projected on their own.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from ..clip import ClipModel
+from ..config import DetectorConfig
+from ..errors import ConfigError, OvdetError
+from ..proposers import OwlObjectnessProposer, Proposals, Proposer, WindowProposer
+from ..scoring import Scorer
+from ..weights import locate
+from .base import RegionScores
+
+CLIP_MEAN_RGB = (122, 116, 104)  # padding colour: CLIP's normalisation mean, i.e. "zero" input
+CROP_BATCH = 64  # crops per image-tower pass
+
+
+def square_crops(image: np.ndarray, boxes: torch.Tensor, context: float = 1.0) -> list[np.ndarray]:
+    """Square crops around boxes.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        boxes: (N, 4) xyxy pixels.
+        context: the square's side is max(box w, box h) * context, centred on the box.
+    Returns:
+        N arrays (S_i, S_i, 3) uint8; parts outside the image are CLIP's mean colour.
+    """
+    h, w = image.shape[:2]
+    crops = []
+    for x1, y1, x2, y2 in boxes.tolist():
+        side = max(int(round(max(x2 - x1, y2 - y1) * context)), 1)
+        left = int(round((x1 + x2) / 2 - side / 2))
+        top = int(round((y1 + y2) / 2 - side / 2))
+        canvas = np.empty((side, side, 3), np.uint8)
+        canvas[:] = CLIP_MEAN_RGB
+        sx0, sy0 = max(left, 0), max(top, 0)
+        sx1, sy1 = min(left + side, w), min(top + side, h)
+        if sx1 > sx0 and sy1 > sy0:
+            canvas[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
+        crops.append(canvas)
+    return crops
+
+
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (S, S, 3), S = max(H, W), padded at the bottom/right with CLIP's mean."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    out = np.empty((side, side, 3), np.uint8)
+    out[:] = CLIP_MEAN_RGB
+    out[:h, :w] = image
+    return out
+
+
+class ClipRegionBackend:
+    """Scores proposer boxes (or given boxes) against class embeddings with CLIP."""
+
+    def __init__(
+        self,
+        clip: ClipModel,
+        proposer: Proposer | None,
+        scorer: Scorer,
+        region_mode: str = "crop",
+        crop_context: float = 1.2,
+        dense_size: int = 448,
+    ):
+        if region_mode not in ("crop", "pooled"):
+            raise ConfigError(f"region_mode must be crop or pooled, got {region_mode!r}")
+        if region_mode == "pooled" and dense_size % clip.patch_size:
+            raise ConfigError(f"dense_size {dense_size} must be a multiple of the patch size {clip.patch_size}")
+        self.clip = clip
+        self.proposer = proposer
+        self.scorer = scorer
+        self.region_mode = region_mode
+        self.crop_context = crop_context
+        self.dense_size = dense_size
+        self.device = clip.device
+        self.identity = clip.identity
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.clip.encode_text(prompts)
+
+    # -- region embeddings --------------------------------------------------------------------
+    def embed_crops(self, images: Sequence[np.ndarray], boxes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per image (N_i, 4) xyxy boxes -> per image (N_i, D) unit embeddings; all crops of
+        all images go through the tower together, `CROP_BATCH` at a time."""
+        crops = [c for image, b in zip(images, boxes) for c in square_crops(image, b, self.crop_context)]
+        embeds = []
+        for start in range(0, len(crops), CROP_BATCH):
+            embeds.append(self.clip.encode_pixels(self.clip.preprocess_square(crops[start : start + CROP_BATCH])))
+        flat = torch.cat(embeds) if embeds else torch.zeros(0, self.clip.model.config.projection_dim, device=self.device)
+        return list(torch.split(flat, [len(b) for b in boxes]))
+
+    def embed_pooled(self, images: Sequence[np.ndarray], boxes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One dense pass per image; RoIAlign of each box over the (D_v, g, g) token grid.
+
+        A pixel (x, y) of an (H, W) image lands at (x, y) * dense_size / max(H, W) in the
+        padded, resized input, i.e. at that / patch_size on the token grid."""
+        pixel_values = self.clip.preprocess_square([pad_to_square(im) for im in images], self.dense_size)
+        tokens = self.clip.dense_tokens(pixel_values)  # (B, D_v, g, g)
+        out = []
+        for i, (image, b) in enumerate(zip(images, boxes)):
+            scale = self.dense_size / max(image.shape[:2]) / self.clip.patch_size
+            # aligned=True: pixel centres at +0.5, so a box covering a whole token maps to it
+            pooled = roi_align(
+                tokens[i : i + 1], [b.float().to(self.device)], output_size=(2, 2),
+                spatial_scale=scale, sampling_ratio=2, aligned=True,
+            )  # (N, D_v, 2, 2)
+            out.append(self.clip.project_tokens(pooled.mean(dim=(2, 3))))
+        return out
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict(
+        self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes: Sequence[Proposals] | None = None
+    ) -> list[RegionScores]:
+        if boxes is None:
+            if self.proposer is None:
+                raise OvdetError("this configuration scores given boxes only (proposer: boxes): pass boxes / --boxes")
+            boxes = self.proposer.propose(images)
+        regions = [p.boxes.to(self.device) for p in boxes]
+        embed = self.embed_crops if self.region_mode == "crop" else self.embed_pooled
+        region_embeds = embed(images, regions)
+        out = []
+        for image, props, emb in zip(images, boxes, region_embeds):
+            sims = emb @ class_embeds.T.to(emb.dtype)  # (N, C + K) cosine similarities
+            out.append(
+                RegionScores(
+                    boxes=props.boxes.to(self.device).float(),
+                    scores=self.scorer(sims, props.objectness.to(self.device)),
+                    raw=sims,
+                    image_size=tuple(image.shape[:2]),
+                )
+            )
+        return out
+
+
+def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Proposer | None:
+    """The proposer a config names; None for "boxes" (regions come with each call)."""
+    if cfg.proposer == "owlv2":
+        from .owl import OwlBackend
+
+        owl = OwlBackend.load(locate("", cfg.proposer_weights).path, device, dtype)
+        return OwlObjectnessProposer(owl, top_k=cfg.proposals)
+    if cfg.proposer == "windows":
+        return WindowProposer()
+    if cfg.proposer == "yolo":
+        from .yolo import build_yolo_proposer
+
+        return build_yolo_proposer(cfg, device)
+    if cfg.proposer == "boxes":
+        return None
+    raise ConfigError(f"backend clip needs a proposer (owlv2, yolo, windows or boxes), got {cfg.proposer!r}")
+
+
+def build_clip_regions(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> ClipRegionBackend:
+    if cfg.scoring == "native":
+        raise ConfigError("scoring 'native' is for models with their own calibrated heads (OWL); use softmax or sigmoid")
+    clip = ClipModel.load(locate(cfg.name, cfg.weights).path, device, dtype)
+    scorer = Scorer(
+        mode=cfg.scoring,
+        logit_scale=cfg.logit_scale or clip.logit_scale,
+        background_similarity=cfg.background_similarity,
+        objectness_weight=cfg.objectness_weight,
+    )
+    return ClipRegionBackend(
+        clip, build_proposer(cfg, device, dtype), scorer,
+        region_mode=cfg.region_mode, crop_context=cfg.crop_context, dense_size=cfg.dense_size,
+    )
