@@ -52,6 +52,17 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per forward pass")
 
 
+def _vocabulary_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--classes", "-c", help='comma-separated class names, e.g. "bus,person"')
+    group.add_argument("--classes-from", type=Path,
+                       help="vocabulary file: one name per line, or a COCO/LVIS annotation JSON's categories")
+
+
+def _image_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="ovdet", description="Open-vocabulary object detection: type class names, get boxes.",
@@ -60,11 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     det = sub.add_parser("detect", parents=[common], help="detect named objects in images",
                          description="Detect the named classes in images; prints, draws or writes JSON.")
-    det.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
-    det.add_argument("--classes", "-c", required=True, help='comma-separated class names, e.g. "bus,person"')
+    _image_options(det)
+    _vocabulary_options(det)
     _model_options(det)
+    det.add_argument("--boxes", type=Path,
+                     help='JSON of boxes to score instead of proposals: {"image path or file name": [[x1, y1, x2, y2], ...]}')
     det.add_argument("--out", type=Path, help="folder for annotated images")
     det.add_argument("--json", dest="json_path", help="write results as JSON to this file ('-' = stdout)")
+
+    clf = sub.add_parser("classify", parents=[common], help="zero-shot classify whole images with CLIP",
+                         description="Probability of each class name for each image (softmax over the classes).")
+    _image_options(clf)
+    _vocabulary_options(clf)
+    clf.add_argument("--model", "-m", default="clip-b32", help="CLIP preset, checkpoint folder or hub id (default: clip-b32)")
+    clf.add_argument("--templates", help="prompt templates (set name, one template with {}, or a file)")
+    clf.add_argument("--top-k", type=int, default=5, help="classes printed per image (default 5)")
+    clf.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    clf.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
+    clf.add_argument("--batch-size", type=int, help="images per forward pass")
+    clf.add_argument("--json", dest="json_path", help="write probabilities as JSON to this file ('-' = stdout)")
 
     wts = sub.add_parser("weights", parents=[common], help="list or download checkpoints",
                          description="Show presets and which checkpoints are on disk, or download one.")
@@ -76,19 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- detect -----------------------------------------------------------------------------------
+# -- shared helpers ---------------------------------------------------------------------------
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "threshold": args.threshold,
-        "nms_iou": args.nms_iou,
-        "class_agnostic_nms": args.class_agnostic_nms,
-        "max_detections": args.max_det,
-        "templates": args.templates,
-        "negatives": args.negatives,
-        "class_thresholds": args.class_thresholds,
-        "precision": args.precision,
-        "batch_size": args.batch_size,
+    """Config overrides from the flags a subcommand has (unset flags keep the preset's value)."""
+    keys = {
+        "threshold": "threshold", "nms_iou": "nms_iou", "class_agnostic_nms": "class_agnostic_nms",
+        "max_det": "max_detections", "templates": "templates", "negatives": "negatives",
+        "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size",
     }
+    return {cfg_key: getattr(args, flag) for flag, cfg_key in keys.items() if hasattr(args, flag)}
+
+
+def _vocabulary(args: argparse.Namespace) -> tuple[str, ...]:
+    from .text import load_vocabulary, validate_vocabulary
+
+    if args.classes_from is not None:
+        return validate_vocabulary(load_vocabulary(args.classes_from))
+    return validate_vocabulary(args.classes)
 
 
 def _write_json_atomic(path: str, payload: Any) -> None:
@@ -120,46 +149,88 @@ def _output_name(path: str, used: set[str]) -> str:
     return name
 
 
+class ImageBatches:
+    """Reads the images named on the command line in batches, reporting and skipping the
+    unreadable ones; a single image that cannot be read is an error (exit 2)."""
+
+    def __init__(self, image_args: Sequence[str], batch_size: int):
+        from tqdm import tqdm
+
+        from .io import expand_image_args
+
+        self.paths = list(expand_image_args(image_args))
+        if not self.paths:
+            raise ImageReadError(f"no images found in {' '.join(image_args)}")
+        missing = [p for p in self.paths if not os.path.isfile(p)]
+        if len(missing) == len(self.paths):
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ImageReadError(f"image not found: {missing[0]}{more}")
+        self.batch_size = batch_size
+        self.failed: list[str] = []
+        self.bar = tqdm(total=len(self.paths), unit="img", disable=len(self.paths) < 2, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def __iter__(self):
+        """Yields (paths, RGB arrays) of the readable images, batch by batch."""
+        from .io import load_image
+
+        for start in range(0, len(self.paths), self.batch_size):
+            batch_paths, arrays = [], []
+            for path in self.paths[start : start + self.batch_size]:
+                try:
+                    arrays.append(load_image(path))
+                    batch_paths.append(path)
+                except ImageReadError as exc:
+                    if len(self.paths) == 1:
+                        raise
+                    self.failed.append(path)
+                    self.bar.write(f"ovdet: skipping {path}: {exc}", file=sys.stderr)
+                    self.bar.update(1)
+            if arrays:
+                yield batch_paths, arrays
+                self.bar.update(len(arrays))
+        self.bar.close()
+
+    def exit_code(self, processed: int) -> int:
+        if self.failed and not processed:
+            return EXIT_USAGE
+        return EXIT_PARTIAL if self.failed else EXIT_OK
+
+
+def _load_boxes(path: Path, image_paths: Sequence[str]) -> list[Any]:
+    """--boxes JSON: {"image path or file name": [[x1, y1, x2, y2], ...]} -> one list per image."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OvdetError(f"cannot read boxes file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise OvdetError(f"boxes file {path} must map image paths (or file names) to lists of [x1, y1, x2, y2]")
+    out = []
+    for image in image_paths:
+        boxes = data.get(image, data.get(Path(image).name))
+        if boxes is None:
+            raise OvdetError(f"boxes file {path} has no entry for {image} (keys are image paths or file names)")
+        out.append(boxes)
+    return out
+
+
+# -- detect -----------------------------------------------------------------------------------
 def cmd_detect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .adapters import to_records
-    from .detector import resolve_config, Detector
-    from .io import expand_image_args, load_image
-    from .text import validate_vocabulary
+    from .detector import Detector, resolve_config
 
-    names = validate_vocabulary(args.classes)  # fail before loading a model
-    paths = list(expand_image_args(args.images))
-    if not paths:
-        raise ImageReadError(f"no images found in {' '.join(args.images)}")
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if len(missing) == len(paths):
-        raise ImageReadError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    names = _vocabulary(args)  # fail before loading a model
     cfg = resolve_config(args.model, device=args.device, **_overrides(args))
+    batches = ImageBatches(args.images, cfg.batch_size)
+    boxes = dict(zip(batches.paths, _load_boxes(args.boxes, batches.paths))) if args.boxes else None
     detector = None  # loaded once the first image has been read: bad images fail fast
-
     results: list[dict] = []
-    failed: list[str] = []
     used_names: set[str] = set()
-    to_stdout_json = args.json_path == "-"
-    bar = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr, dynamic_ncols=True)
-    for start in range(0, len(paths), cfg.batch_size):
-        batch_paths, arrays = [], []
-        for path in paths[start : start + cfg.batch_size]:
-            try:
-                arrays.append(load_image(path))
-                batch_paths.append(path)
-            except ImageReadError as exc:
-                if len(paths) == 1:
-                    raise
-                failed.append(path)
-                tqdm.write(f"ovdet: skipping {path}: {exc}", file=sys.stderr)
-                bar.update(1)
-        if not arrays:
-            continue
+    for paths, arrays in batches:
         if detector is None:
             detector = Detector.from_config(cfg)
-        for path, image, dets in zip(batch_paths, arrays, detector.detect_batch(arrays, names)):
+        given = [boxes[p] for p in paths] if boxes is not None else None
+        for path, image, dets in zip(paths, arrays, detector.detect_batch(arrays, names, boxes=given)):
             h, w = dets.image_size
             results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
             if args.out is not None:
@@ -167,26 +238,45 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
                 save_image(annotate(image, dets), args.out / _output_name(path, used_names))
             if args.json_path is None:
-                _print_human(path, dets, bar)
-            bar.update(1)
-    bar.close()
+                _print_detections(path, dets, batches.bar)
     if args.json_path is not None:
         _write_json_atomic(args.json_path, results)
-    if not to_stdout_json and (args.out is not None or args.json_path is not None):
+    if args.json_path != "-" and (args.out is not None or args.json_path is not None):
         where = [str(x) for x in (args.out, args.json_path) if x is not None]
         print(f"ovdet: {len(results)} image(s) processed, results in {', '.join(where)}", file=sys.stderr)
-    if failed and not results:
-        return EXIT_USAGE
-    return EXIT_PARTIAL if failed else EXIT_OK
+    return batches.exit_code(len(results))
 
 
-def _print_human(path: str, dets, bar) -> None:
-    from tqdm import tqdm
-
+def _print_detections(path: str, dets, bar) -> None:
     lines = [f"{path}: {len(dets)} detection(s)"]
     for (x1, y1, x2, y2), score, label in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.labels):
         lines.append(f"  {label:<20} {score:.3f}  [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
-    tqdm.write("\n".join(lines), file=sys.stdout)
+    bar.write("\n".join(lines), file=sys.stdout)
+
+
+# -- classify ---------------------------------------------------------------------------------
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .classify import Classifier
+    from .detector import resolve_config
+
+    names = _vocabulary(args)
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    cfg = resolve_config(args.model, device=args.device, **_overrides(args))
+    batches = ImageBatches(args.images, cfg.batch_size)
+    classifier = None
+    results: list[dict] = []
+    for paths, arrays in batches:
+        if classifier is None:
+            classifier = Classifier.from_config(cfg)
+        for path, res in zip(paths, classifier.classify_batch(arrays, names)):
+            top = res.top(args.top_k)
+            results.append({"image": path, "probabilities": res.as_dict(), "top": [{"class_name": n, "probability": round(p, 5)} for n, p in top]})
+            if args.json_path is None:
+                batches.bar.write(f"{path}: " + ", ".join(f"{n} {p:.3f}" for n, p in top), file=sys.stdout)
+    if args.json_path is not None:
+        _write_json_atomic(args.json_path, results)
+    return batches.exit_code(len(results))
 
 
 # -- weights ----------------------------------------------------------------------------------
@@ -230,7 +320,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------
-COMMANDS = {"detect": cmd_detect, "weights": cmd_weights}
+COMMANDS = {"detect": cmd_detect, "classify": cmd_classify, "weights": cmd_weights}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from . import weights as weights_mod
-from .backends import BUILDERS, Backend, RegionScores, backend_for_model_type, model_type_of
+from .backends import BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_model_type, model_type_of
 from .cache import TextEmbeddingCache
 from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
 from .errors import ConfigError, OvdetError
@@ -24,9 +23,7 @@ from .proposers import given_boxes
 from .runtime import resolve_device, resolve_precision
 from .scoring import drop_negatives
 from .structures import Detections
-from .text import ensemble, prompts_for, resolve_templates, validate_vocabulary
-
-TEXT_CACHE_SIZE = 16  # vocabularies kept in memory per detector
+from .text import VocabularyEncoder, resolve_templates, validate_vocabulary
 
 
 def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
@@ -47,8 +44,8 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
         return load_config(base, **{"name": "", "weights": str(path), "description": "", **overrides})
     if weights_mod._looks_like_hub_id(text):
         lowered = text.lower()
-        # longest model-type names first so "owlv2" is not read as "owlv"...
-        for model_type in sorted(("owlv2", "owlvit"), key=len, reverse=True):
+        # longest model-type names first, so "owlvit" wins over any shorter name inside it
+        for model_type in sorted(MODEL_TYPES, key=len, reverse=True):
             if model_type in lowered.replace("-", "").replace("_", ""):
                 _, base = backend_for_model_type(model_type, text)
                 return load_config(base, **{"name": "", "weights": text, "description": "", **overrides})
@@ -70,8 +67,9 @@ class Detector:
         self.config = config
         self.templates = resolve_templates(config.templates)
         self.class_thresholds = load_class_thresholds(config.class_thresholds) if config.class_thresholds else {}
-        self.text_cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
-        self._memory: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
+        # resolved through the backend at call time, so tests and tools may wrap encode_text
+        self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -102,25 +100,7 @@ class Detector:
     def class_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """(C, D) unit embeddings of the class names (template ensemble), computed once per
         vocabulary: kept in memory, and on disk when `cache_text` is on."""
-        key = tuple(names)
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            return self._memory[key]
-        disk_key = None
-        embeds = None
-        if self.text_cache is not None:
-            disk_key = self.text_cache.key(self.backend.identity, self.templates, names)
-            embeds = self.text_cache.load(disk_key)
-        if embeds is None:
-            raw = self.backend.encode_text(prompts_for(self.templates, names))
-            embeds = ensemble(raw, len(self.templates))
-            if disk_key is not None:
-                self.text_cache.save(disk_key, embeds)
-        embeds = embeds.to(self.device)
-        self._memory[key] = embeds
-        while len(self._memory) > TEXT_CACHE_SIZE:
-            self._memory.popitem(last=False)
-        return embeds
+        return self.vocabulary(names).to(self.device)
 
     def _vocabulary(self, classes, negatives) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Validated (class names, negative prompts); a negative may not repeat a class."""

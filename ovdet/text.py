@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .cache import TextEmbeddingCache
 from .errors import VocabularyError
 
 
@@ -125,3 +127,42 @@ def load_vocabulary(path: str | Path) -> list[str]:
         except (ValueError, KeyError, TypeError) as exc:
             raise VocabularyError(f"{path} is not a COCO/LVIS annotation file with 'categories' (id, name): {exc}") from exc
     return [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
+
+
+class VocabularyEncoder:
+    """Class names -> (C, D) unit class embeddings (template ensemble), computed once per
+    vocabulary: kept in memory (the last `memory_size` vocabularies) and, with a cache, on disk.
+
+    `encode` is a text tower: (N,) prompts -> (N, D); `identity` names it in cache keys.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[list[str]], torch.Tensor],
+        identity: str,
+        templates: Sequence[str],
+        cache: TextEmbeddingCache | None = None,
+        memory_size: int = 16,
+    ):
+        self.encode = encode
+        self.identity = identity
+        self.templates = tuple(templates)
+        self.cache = cache
+        self.memory_size = memory_size
+        self._memory: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+
+    def __call__(self, names: Sequence[str]) -> torch.Tensor:
+        key = tuple(names)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        disk_key = self.cache.key(self.identity, self.templates, key) if self.cache is not None else None
+        embeds = self.cache.load(disk_key) if disk_key is not None else None
+        if embeds is None:
+            embeds = ensemble(self.encode(prompts_for(self.templates, key)), len(self.templates))
+            if disk_key is not None:
+                self.cache.save(disk_key, embeds)
+        self._memory[key] = embeds
+        while len(self._memory) > self.memory_size:
+            self._memory.popitem(last=False)
+        return embeds

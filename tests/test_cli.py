@@ -97,7 +97,7 @@ def test_unreadable_image_among_several_is_skipped_with_exit_1(tiny_owlv2, image
         (["detect", "IMG", "--classes", "cat", "--model", "CONFIG"], "cannot read config"),
         (["detect", "IMG", "--classes", "cat", "--model", "owlvit-b32"], "no checkpoint for owlvit-b32"),
         (["detect", "IMG", "--classes", "cat", "--threshold", "abc"], "invalid float value"),
-        (["detect", "IMG"], "required: --classes"),
+        (["detect", "IMG"], "--classes"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(args, needle, tmp_path, chelsea_path):
@@ -125,3 +125,68 @@ def test_weights_list_and_offline_download(tmp_path):
     assert proc.returncode == 2 and "HF_HUB_OFFLINE" in error_line(proc)
     proc = run_cli("weights", "download", "nope", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown preset" in error_line(proc)
+
+
+def test_classify_end_to_end(tiny_clip, images, tmp_path):
+    json_path = tmp_path / "c.json"
+    proc = run_cli("classify", images, "--classes", "cat,astronaut,rocket", "--model", tiny_clip,
+                   "--top-k", "2", "--json", json_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(json_path.read_text())
+    assert len(results) == 3
+    for r in results:
+        probs = r["probabilities"]
+        assert set(probs) == {"cat", "astronaut", "rocket"}
+        assert abs(sum(probs.values()) - 1) < 1e-4 and all(0 <= p <= 1 for p in probs.values())
+        assert len(r["top"]) == 2 and r["top"][0]["probability"] >= r["top"][1]["probability"]
+        assert r["top"][0]["class_name"] == max(probs, key=probs.get)
+    printed = run_cli("classify", images / "chelsea.jpg", "--classes", "cat,dog", "--model", tiny_clip)
+    assert printed.returncode == 0 and printed.stdout.startswith(f"{images / 'chelsea.jpg'}: ")
+
+
+def test_detect_given_boxes_and_vocabulary_file(tiny_clip, images, tmp_path):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"chelsea.jpg": [[10, 10, 200, 200], [100, 50, 451, 300]]}))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("# my classes\ncat\nremote control\n\n")
+    json_path = tmp_path / "d.json"
+    proc = run_cli("detect", images / "chelsea.jpg", "--classes-from", vocab, "--model", tiny_clip,
+                   "--boxes", boxes, "--threshold", "0", "--nms-iou", "1", "--json", json_path)
+    assert proc.returncode == 0, proc.stderr
+    dets = json.loads(json_path.read_text())[0]["detections"]
+    assert sorted(d["box"] for d in dets) == [[10, 10, 200, 200], [100, 50, 451, 300]]
+    assert {d["class_name"] for d in dets} <= {"cat", "remote control"}
+
+
+def test_vocabulary_from_coco_annotations(shared_data, tiny_owlv2, images, tmp_path):
+    ann = shared_data / "coco-mini-val" / "instances_val2017.json"
+    proc = run_cli("detect", images / "chelsea.jpg", "--classes-from", ann, "--model", tiny_owlv2,
+                   "--threshold", "0", "--max-det", "300", "--nms-iou", "1", "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    names = {d["class_name"] for d in json.loads(proc.stdout)[0]["detections"]}
+    coco = {c["name"] for c in json.loads(ann.read_text())["categories"]}
+    assert names <= coco and len(names) > 5
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["classify", "IMG", "--classes", ""], "empty vocabulary"),
+        (["classify", "BROKEN", "--classes", "cat"], "cannot read image"),
+        (["detect", "IMG", "--classes", "cat", "--boxes", "BADBOXES"], "x2 <= x1"),
+        (["detect", "IMG", "--classes", "cat", "--boxes", "NOTJSON"], "cannot read boxes file"),
+        (["detect", "IMG", "--classes", "cat", "--boxes", "OTHERIMAGE"], "no entry for"),
+        (["detect", "IMG", "--classes-from", "NOVOCAB"], "cannot read vocabulary file"),
+    ],
+)
+def test_classify_and_boxes_user_errors(args, needle, tmp_path, chelsea_path, tiny_clip):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"nope")
+    (tmp_path / "bad.json").write_text(json.dumps({"chelsea.jpg": [[10, 10, 5, 20]]}))
+    (tmp_path / "not.json").write_text("{[")
+    (tmp_path / "other.json").write_text(json.dumps({"x.jpg": [[1, 1, 5, 5]]}))
+    subs = {"BROKEN": broken, "IMG": chelsea_path, "BADBOXES": tmp_path / "bad.json", "NOTJSON": tmp_path / "not.json",
+            "OTHERIMAGE": tmp_path / "other.json", "NOVOCAB": tmp_path / "missing.txt"}
+    proc = run_cli(*[subs.get(a, a) for a in args], "--model", tiny_clip, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in error_line(proc)

@@ -37,7 +37,7 @@ BUILDERS: dict[str, Callable[[DetectorConfig, torch.device, torch.dtype], Backen
 MODEL_TYPES: dict[str, tuple[str, str]] = {
     "owlvit": ("owl", "owlvit-b32"),
     "owlv2": ("owl", "owlv2-b16"),
-    "clip": ("clip", "clip-b32-windows"),  # a bare CLIP folder needs no other checkpoint
+    "clip": ("clip", "clip-b32"),  # a bare CLIP folder needs no other checkpoint
 }
 
 
