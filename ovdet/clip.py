@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .runtime import autocast
+from .runtime import lower_precision
 from .weights import checkpoint_identity, load_pretrained
 
 TEXT_BATCH = 256  # prompts per text-tower pass: bounds memory for 1,203-class x 8-template runs
@@ -31,6 +31,8 @@ class ClipModel:
         vision = model.config.vision_config
         self.image_size: int = vision.image_size
         self.patch_size: int = vision.patch_size
+        towers = [model.vision_model, model.text_model, model.visual_projection, model.text_projection]
+        lower_precision(towers, dtype)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "ClipModel":
@@ -53,8 +55,7 @@ class ClipModel:
             tok = self.processor.tokenizer(
                 list(texts[start : start + TEXT_BATCH]), padding=True, truncation=True, return_tensors="pt"
             ).to(self.device)
-            with autocast(self.device, self.dtype):
-                feats = self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+            feats = self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
             feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
             out.append(F.normalize(feats.float(), dim=-1))
         return torch.cat(out)
@@ -76,8 +77,7 @@ class ClipModel:
     @torch.inference_mode()
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) at the model's native size -> (B, D) unit image embeddings, fp32."""
-        with autocast(self.device, self.dtype):
-            feats = self.model.get_image_features(pixel_values=pixel_values)
+        feats = self.model.get_image_features(pixel_values=pixel_values.to(self.dtype))
         feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
         return F.normalize(feats.float(), dim=-1)
 
@@ -87,13 +87,12 @@ class ClipModel:
         after the final layer norm, fp32 (position embeddings interpolated when S differs
         from the training size)."""
         b, _, s, _ = pixel_values.shape
-        with autocast(self.device, self.dtype):
-            out = self.model.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=s != self.image_size)
-        tokens = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:].float())
+        out = self.model.vision_model(pixel_values=pixel_values.to(self.dtype), interpolate_pos_encoding=s != self.image_size)
+        tokens = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:]).float()
         g = s // self.patch_size
         return tokens.reshape(b, g, g, -1).permute(0, 3, 1, 2).contiguous()
 
     @torch.inference_mode()
     def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, D_v) vision-width features -> (N, D) unit embeddings in the joint space."""
-        return F.normalize(self.model.visual_projection(tokens.float()), dim=-1)
+        return F.normalize(self.model.visual_projection(tokens.to(self.dtype)).float(), dim=-1)

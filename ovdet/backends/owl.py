@@ -24,7 +24,7 @@ import torch
 
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
 from ..errors import OvdetError
-from ..runtime import autocast
+from ..runtime import lower_precision
 from ..weights import checkpoint_identity, load_pretrained
 from .base import RegionScores
 
@@ -43,6 +43,9 @@ class OwlBackend:
         # the base CLIP-like model holding the text tower: `.owlvit` or `.owlv2`
         self.clip = getattr(model, "owlv2", None) or model.owlvit
         self.identity = identity or model.config.name_or_path  # names the text tower in cache keys
+        # the ViT towers (and the image-embedding layer norm) in `dtype`; box, class and
+        # objectness heads and the box-bias grid stay fp32
+        lower_precision([self.clip.vision_model, self.clip.text_model, self.clip.text_projection, model.layer_norm], dtype)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "OwlBackend":
@@ -64,8 +67,7 @@ class OwlBackend:
         tok = self.processor.tokenizer(
             list(prompts), padding="max_length", truncation=True, return_tensors="pt"
         ).to(self.device)
-        with autocast(self.device, self.dtype):
-            out = self.clip.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        out = self.clip.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
         embeds = out.pooler_output if hasattr(out, "pooler_output") else out
         return embeds.float()
 
@@ -84,8 +86,7 @@ class OwlBackend:
     @torch.inference_mode()
     def image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) -> image_feats (B, P, D) fp32 and boxes (B, P, 4) normalised cxcywh."""
-        with autocast(self.device, self.dtype):
-            feature_map = self.model.image_embedder(pixel_values=pixel_values)[0]
+        feature_map = self.model.image_embedder(pixel_values=pixel_values.to(self.dtype))[0]
         feature_map = feature_map.float()
         b, h, w, d = feature_map.shape
         feats = feature_map.reshape(b, h * w, d)
