@@ -64,8 +64,9 @@ class DetectorConfig:
             score is 0.5 (sigmoid).
         objectness_weight: w in score = class_score^(1-w) * objectness^w.
         device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
-        precision: "fp32", "bf16", "fp16" (CUDA only) or "auto" (bf16 where the hardware has
-            fast bf16 matmuls: CUDA, or CPUs with AMX/AVX512-BF16; else fp32).
+        precision: "fp32", "bf16", "fp16" (CUDA only) or "auto" (the default: bf16 where the
+            hardware has fast bf16 matmuls, i.e. CUDA or CPUs with AMX/AVX512-BF16, else fp32).
+            The towers run in it; heads and box geometry stay fp32. fp32 is the reference.
         batch_size: images per forward pass in `detect_batch` and the CLI.
         description: one line shown by `ovdet weights list`.
     """
@@ -93,7 +94,7 @@ class DetectorConfig:
     background_similarity: float = 0.2
     objectness_weight: float = 0.5
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     batch_size: int = 4
     description: str = ""
 

@@ -22,7 +22,8 @@ def chelsea(chelsea_path):
 
 
 def boxes_detector(folder, **kw):
-    args = dict(proposer="boxes", threshold=0.0, nms_iou=1.0, max_detections=1000, templates="{}", device="cpu")
+    args = dict(proposer="boxes", threshold=0.0, nms_iou=1.0, max_detections=1000, templates="{}", device="cpu",
+                precision="fp32")
     return Detector.from_pretrained(str(folder), **{**args, **kw})
 
 
@@ -54,7 +55,7 @@ def test_batched_crop_similarities_equal_per_crop_clip(tiny_clip, chelsea):
 
 
 def test_template_ensemble_matches_hand_computation(tiny_clip):
-    det = Detector.from_pretrained(str(tiny_clip), templates="photo", device="cpu", cache_text=False)
+    det = Detector.from_pretrained(str(tiny_clip), templates="photo", device="cpu", cache_text=False, precision="fp32")
     names = ("cat", "dog")
     got = det.class_embeddings(names)
     model = CLIPModel.from_pretrained(str(tiny_clip)).eval()
@@ -148,10 +149,10 @@ def test_text_cache_avoids_text_tower_and_invalidates(tiny_clip, tmp_path, tmp_p
         return det
 
     names = [f"class {i}" for i in range(30)]
-    first = counting(Detector.from_pretrained(str(tiny_clip), templates="photo"))
+    first = counting(Detector.from_pretrained(str(tiny_clip), templates="photo", precision="fp32"))
     a = first.class_embeddings(tuple(names))
     assert len(calls) == 1 and calls[0] == 30 * len(first.templates)
-    second = counting(Detector.from_pretrained(str(tiny_clip), templates="photo"))  # a new process, same disk
+    second = counting(Detector.from_pretrained(str(tiny_clip), templates="photo", precision="fp32"))  # same disk
     torch.testing.assert_close(second.class_embeddings(tuple(names)), a)
     assert len(calls) == 1  # served from disk: no text-tower work
     second.class_embeddings(tuple(names[:-1] + ["another name"]))
@@ -201,3 +202,13 @@ def test_boxes_only_preset_needs_boxes(tiny_clip, chelsea):
 def test_pad_to_square():
     out = pad_to_square(np.zeros((10, 30, 3), np.uint8))
     assert out.shape == (30, 30, 3) and (out[10:] == np.array([122, 116, 104])).all()
+
+
+def test_bf16_region_similarities_track_fp32(tiny_clip, chelsea):
+    classes = ("cat", "remote control", "a sofa")
+    props = [given_boxes(BOXES, 300, 451)]
+    sims = {}
+    for precision in ("fp32", "bf16"):
+        det = boxes_detector(tiny_clip, precision=precision)
+        sims[precision] = det.backend.predict([chelsea], det.class_embeddings(classes), props)[0].raw
+    assert (sims["bf16"] - sims["fp32"]).abs().max() < 0.02

@@ -1,0 +1,299 @@
+#!/usr/bin/env python
+"""Speed of ovdet against the reference implementations, on full-size architectures.
+
+Weights are random (built from the real configs): speed does not depend on their values, and
+no checkpoint is needed. Every comparison runs in ONE process, interleaved (ovdet, reference,
+ovdet, reference, ...), and reports medians and ratios.
+
+    python tools/bench.py                     # everything, CPU, 2 threads
+    python tools/bench.py --only owl,peak --reps 5 --json bench.json
+    python tools/bench.py --device cuda --only owl --owl owlv2-b16 --batch 16   # on a GPU
+
+Sections:
+  peak    square matmul in bf16 and fp32: the hardware's practical peak (FLOP/s)
+  owl     OWL forward for 20 classes on one 640x480 image: ovdet (fp32, bf16) vs the
+          transformers zero-shot-object-detection pipeline (which runs the model per label);
+          achieved FLOP/s of ovdet's fastest mode vs the bf16 peak
+  clip    CLIP region scoring of 100 boxes: ovdet crop (batched) and pooled paths vs scoring
+          each crop alone with transformers' CLIPModel
+  cache   embedding a 1,203-class vocabulary with the 12-template ensemble, then again
+  memory  RSS growth over many images (--memory-images)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import make_tiny_models  # noqa: E402  (the real CLIP tokenizer, built offline)
+
+CLASSES20 = ["person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign", "bench",
+             "bird", "cat", "dog", "horse", "backpack", "umbrella", "handbag", "bottle", "cup", "chair", "laptop"]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def interleaved(named: dict, reps: int, device: str, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, run round-robin so drifts hit all alike."""
+    for fn in named.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in named}
+    for _ in range(reps):
+        for name, fn in named.items():
+            times[name].append(timed(fn, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def test_image(h: int = 480, w: int = 640) -> np.ndarray:
+    from PIL import Image
+
+    photo = np.asarray(Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB").resize((w, h)))
+    return np.ascontiguousarray(photo)
+
+
+# -- peak -------------------------------------------------------------------------------------
+def bench_peak(device: str, reps: int, n: int = 2048) -> dict:
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        sec = interleaved({"mm": lambda: a @ b}, reps * 3, device, warmup=2)["mm"]
+        out[f"matmul_{name}_tflops"] = 2 * n**3 / sec / 1e12
+    return out
+
+
+# -- OWL --------------------------------------------------------------------------------------
+def save_owl(kind: str, folder: Path) -> Path:
+    from transformers import (Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor,
+                              OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor)
+
+    tok = make_tiny_models.clip_tokenizer(max_length=16)
+    if kind == "owlvit-b32":  # the transformers defaults are google/owlvit-base-patch32's architecture
+        model, proc = OwlViTForObjectDetection(OwlViTConfig()), OwlViTProcessor(OwlViTImageProcessor(), tok)
+    elif kind == "owlv2-b16":  # google/owlv2-base-patch16-ensemble: ViT-B/16 at 960 px
+        model = Owlv2ForObjectDetection(Owlv2Config(vision_config={"image_size": 960, "patch_size": 16}))
+        proc = Owlv2Processor(Owlv2ImageProcessor(size={"height": 960, "width": 960}), tok)
+    else:
+        raise SystemExit(f"unknown --owl {kind}")
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+def owl_flops(det, image: np.ndarray, classes) -> float:
+    """FLOPs of ovdet's forward for one image (image tower + heads), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    embeds = det.class_embeddings(tuple(classes))
+    pixel_values = det.backend.preprocess([image])
+    with FlopCounterMode(display=False) as counter:
+        feats, _ = det.backend.image_features(pixel_values)
+        det.backend.class_logits(feats, embeds)
+    return float(counter.get_total_flops())
+
+
+def bench_owl(args, work: Path) -> dict:
+    from transformers import pipeline
+
+    from ovdet import Detector
+
+    folder = save_owl(args.owl, work / args.owl)
+    image = test_image()
+    images = [image] * args.batch
+    modes = {"fp32": "fp32", "bf16": "bf16"} if args.device == "cpu" else {"fp16": "fp16", "bf16": "bf16"}
+    dets = {m: Detector.from_pretrained(str(folder), precision=p, device=args.device, cache_text=False,
+                                        batch_size=args.batch) for m, p in modes.items()}
+    fns = {f"ovdet_{m}": (lambda d=d: d.detect_batch(images, CLASSES20)) for m, d in dets.items()}
+    if args.device == "cpu" and args.batch == 1:
+        from PIL import Image
+
+        pipe = pipeline("zero-shot-object-detection", model=str(folder), device=-1)
+        pil = Image.fromarray(image)
+        fns["hf_pipeline_fp32"] = lambda: pipe(pil, candidate_labels=CLASSES20)
+    secs = interleaved(fns, args.reps, args.device)
+    out = {f"{k}_images_per_s": args.batch / v for k, v in secs.items()}
+    fastest = min((k for k in secs if k.startswith("ovdet")), key=secs.get)
+    flops = owl_flops(dets[fastest.split("_", 1)[1]], image, CLASSES20)
+    out.update(
+        architecture=args.owl,
+        classes=len(CLASSES20),
+        batch=args.batch,
+        fastest_mode=fastest,
+        forward_gflop_per_image=flops / 1e9,
+        fastest_achieved_tflops=flops * args.batch / secs[fastest] / 1e12,
+    )
+    if "hf_pipeline_fp32" in secs:
+        out["speedup_vs_pipeline"] = secs["hf_pipeline_fp32"] / secs[fastest]
+    return out
+
+
+# -- CLIP regions -----------------------------------------------------------------------------
+def bench_clip(args, work: Path) -> dict:
+    import torch.nn.functional as F
+    from PIL import Image
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from ovdet import Detector
+    from ovdet.backends.clip_regions import square_crops
+    from ovdet.proposers import given_boxes
+
+    folder = work / "clip-b32"
+    CLIPModel(CLIPConfig()).save_pretrained(folder)  # openai/clip-vit-base-patch32's architecture
+    CLIPProcessor(CLIPImageProcessor(), make_tiny_models.clip_tokenizer(max_length=77)).save_pretrained(folder)
+    image = test_image()
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, [560, 400], size=(100, 2))
+    wh = rng.uniform(20, 200, size=(100, 2))
+    boxes = np.clip(np.hstack([xy, xy + wh]), 0, [640, 480, 640, 480]).astype(np.float32)
+    props = [given_boxes(boxes, 480, 640)]
+    kw = dict(proposer="boxes", device=args.device, cache_text=False, templates="{}")
+    dets = {
+        "crop_fp32": Detector.from_pretrained(str(folder), precision="fp32", **kw),
+        "crop_bf16": Detector.from_pretrained(str(folder), precision="bf16", **kw),
+        "pooled_bf16": Detector.from_pretrained(str(folder), precision="bf16", region_mode="pooled", dense_size=448, **kw),
+    }
+    embeds = {k: d.class_embeddings(tuple(CLASSES20)) for k, d in dets.items()}
+
+    reference = CLIPModel.from_pretrained(str(folder)).eval().to(args.device)
+    processor = CLIPProcessor.from_pretrained(str(folder))
+    text = embeds["crop_fp32"]
+
+    @torch.inference_mode()
+    def per_crop_reference():
+        for crop in square_crops(image, torch.from_numpy(boxes), 1.2):
+            pixels = processor(images=Image.fromarray(crop), return_tensors="pt")["pixel_values"].to(args.device)
+            emb = F.normalize(reference.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+            emb @ text.T
+
+    fns = {k: (lambda d=d, e=embeds[k]: d.backend.predict([image], e, props)) for k, d in dets.items()}
+    fns["per_crop_reference_fp32"] = per_crop_reference
+    secs = interleaved(fns, args.reps, args.device)
+    ref = secs["per_crop_reference_fp32"]
+    out = {f"{k}_seconds": v for k, v in secs.items()}
+    out.update(boxes=100, pooled_speedup=ref / secs["pooled_bf16"], crop_speedup=ref / min(secs["crop_bf16"], secs["crop_fp32"]))
+    return out
+
+
+# -- text cache -------------------------------------------------------------------------------
+def lvis_names() -> list[str]:
+    path = ROOT.parent / "shared" / "data" / "metadata" / "lvis_v1_categories.json"
+    if path.is_file():
+        cats = json.loads(path.read_text())
+        cats = cats["categories"] if isinstance(cats, dict) else cats
+        return [c["name"].replace("_", " ") for c in sorted(cats, key=lambda c: c["id"])]
+    return [f"object class {i}" for i in range(1203)]  # same size when the shared data is absent
+
+
+def bench_cache(args, work: Path) -> dict:
+    from ovdet.cache import TextEmbeddingCache
+    from ovdet.clip import ClipModel
+    from ovdet.runtime import resolve_precision
+    from ovdet.text import TEMPLATE_SETS, VocabularyEncoder
+
+    folder = work / "clip-b32"
+    if not folder.exists():
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+        CLIPModel(CLIPConfig()).save_pretrained(folder)
+        CLIPProcessor(CLIPImageProcessor(), make_tiny_models.clip_tokenizer(max_length=77)).save_pretrained(folder)
+    device = torch.device(args.device)
+    clip = ClipModel.load(folder, device, resolve_precision("auto", device))
+    names = lvis_names()
+    cache = TextEmbeddingCache(work / "cache")
+    templates = TEMPLATE_SETS["photo"]
+    first = timed(lambda: VocabularyEncoder(clip.encode_text, clip.identity, templates, cache)(names), args.device)
+    second = timed(lambda: VocabularyEncoder(clip.encode_text, clip.identity, templates, cache)(names), args.device)
+    return dict(classes=len(names), templates=len(templates), first_seconds=first, second_seconds=second,
+                second_over_first=second / first)
+
+
+# -- memory -----------------------------------------------------------------------------------
+def bench_memory(args, work: Path) -> dict:
+    import psutil
+
+    from ovdet import Detector
+
+    folder = work / args.owl
+    if not folder.exists():
+        save_owl(args.owl, folder)
+    det = Detector.from_pretrained(str(folder), precision="auto", device=args.device, cache_text=False)
+    image = test_image()
+    proc = psutil.Process()
+    for _ in range(10):
+        det.detect(image, CLASSES20)
+    start = proc.memory_info().rss
+    t = time.perf_counter()
+    for _ in range(args.memory_images):
+        det.detect(image, CLASSES20)
+    return dict(images=args.memory_images, rss_start_mb=start / 2**20,
+                rss_delta_mb=(proc.memory_info().rss - start) / 2**20,
+                images_per_s=args.memory_images / (time.perf_counter() - t))
+
+
+SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="peak,owl,clip,cache", help=f"sections: {','.join(SECTIONS)}")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--owl", default="owlvit-b32", choices=["owlvit-b32", "owlv2-b16"])
+    parser.add_argument("--batch", type=int, default=1, help="images per forward (OWL)")
+    parser.add_argument("--memory-images", type=int, default=500)
+    parser.add_argument("--json", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    results: dict = {"device": args.device, "threads": args.threads, "torch": torch.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        for section in args.only.split(","):
+            if section not in SECTIONS:
+                parser.error(f"unknown section {section!r}")
+            fn = SECTIONS[section]
+            res = bench_peak(args.device, args.reps) if fn is None else fn(args, Path(tmp))
+            results[section] = res
+            print(f"[{section}]")
+            for k, v in res.items():
+                print(f"  {k:<32} {v:.4g}" if isinstance(v, float) else f"  {k:<32} {v}")
+            sys.stdout.flush()
+    if "peak" in results and "owl" in results:
+        ratio = results["owl"]["fastest_achieved_tflops"] / results["peak"]["matmul_bf16_tflops"]
+        results["owl_fraction_of_bf16_peak"] = ratio
+        print(f"[summary]\n  owl fastest mode / bf16 matmul peak  {ratio:.1%}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
