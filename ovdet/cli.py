@@ -305,17 +305,12 @@ def cmd_weights(args: argparse.Namespace) -> int:
     if args.preset not in preset_names():
         raise ConfigError(f"unknown preset {args.preset!r} (presets: {', '.join(preset_names())})")
     cfg = load_config(args.preset)
-    dest = args.to or (wmod.weights_dirs()[0] / cfg.name)
     if wmod.offline():
         raise WeightsNotFoundError(f"cannot download {cfg.weights}: HF_HUB_OFFLINE=1 is set; unset it on a machine with internet")
-    try:
-        path = wmod.fetch(cfg.weights, local_dir=dest)
-    except WeightsNotFoundError:
-        raise
-    except Exception as exc:  # network and hub errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsNotFoundError(f"cannot download {cfg.weights} to {dest}: {first}") from exc
-    print(f"stored {cfg.weights} in {path}; copy that folder to weights/{cfg.name}/ on an offline machine")
+    root = args.to.parent if args.to else wmod.weights_dirs()[0]
+    for source, path in wmod.download_preset(cfg, root, main_dir=args.to):
+        print(f"stored {source} in {path}")
+    print(f"copy {root}/ to weights/ beside ovdet (or point $OVDET_WEIGHTS at it) on the offline machine")
     return EXIT_OK
 
 

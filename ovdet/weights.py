@@ -139,6 +139,37 @@ def fetch(repo_id: str, local_dir: Path | None = None) -> Path:
     return path
 
 
+def download_preset(cfg, root: Path, main_dir: Path | None = None) -> list[tuple[str, Path]]:
+    """Download every checkpoint a preset needs into `root` (a `weights/` folder).
+
+    The main checkpoint goes to `root/<preset>/` (or `main_dir`); hub-hosted components
+    (proposer, separate text tower) to the folder of the preset that owns them, or their hub
+    id's last part, where `locate` looks for them. YOLO files are fetched by ultralytics.
+    Returns (what, where) pairs. Raises `WeightsNotFoundError` with one line on failure.
+    """
+    jobs = [(cfg.weights, main_dir or root / cfg.name)]
+    for component in (cfg.proposer_weights, cfg.text_weights):
+        if component and _looks_like_hub_id(component):
+            jobs.append((component, root / (_aliases(component) or [component.split("/")[-1]])[0]))
+        elif component.endswith(".pt"):
+            jobs.append((component, root / component))
+    done = []
+    for source, dest in jobs:
+        try:
+            if source.endswith(".pt"):  # an ultralytics release asset, e.g. yolov8s-worldv2.pt
+                from .backends.yolo import download_yolo_asset
+
+                done.append((source, download_yolo_asset(source, root)))  # weights/<file>.pt
+            else:
+                done.append((source, fetch(source, local_dir=dest)))
+        except WeightsNotFoundError:
+            raise
+        except Exception as exc:  # network and hub errors come in many types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsNotFoundError(f"cannot download {source} to {dest}: {first}") from exc
+    return done
+
+
 def checkpoint_identity(path: Path) -> str:
     """A string that changes when the checkpoint files change (path, sizes, mtimes).
 
