@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .runtime import lower_precision
-from .weights import checkpoint_identity, load_pretrained
+from .weights import load_checkpoint
 
 TEXT_BATCH = 256  # prompts per text-tower pass: bounds memory for 1,203-class x 8-template runs
 
@@ -36,11 +36,10 @@ class ClipModel:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "ClipModel":
-        from transformers import AutoProcessor, CLIPModel
+        from transformers import CLIPModel
 
-        processor = load_pretrained(Path(path), AutoProcessor.from_pretrained, "CLIP")
-        model = load_pretrained(Path(path), CLIPModel.from_pretrained, "CLIP")
-        return cls(model, processor, device, dtype, identity=checkpoint_identity(Path(path)))
+        model, processor, identity = load_checkpoint(Path(path), CLIPModel, "CLIP")
+        return cls(model, processor, device, dtype, identity=identity)
 
     @property
     def logit_scale(self) -> float:

@@ -183,14 +183,22 @@ def checkpoint_identity(path: Path) -> str:
     return "|".join(parts)
 
 
-def load_pretrained(path: Path, loader, what: str):
-    """Call `loader(str(path))`, turning missing/corrupt checkpoint errors into one line."""
+def load_checkpoint(path: Path, model_class, what: str):
+    """Load (model, processor, identity) from a checkpoint folder with transformers.
+
+    `model_class` is a transformers class (or Auto class) with `from_pretrained`; `identity`
+    comes from `checkpoint_identity`. Missing, corrupt or mismatched files become one
+    `WeightsNotFoundError` line naming the folder.
+    """
     from safetensors import SafetensorError
+    from transformers import AutoProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     try:
-        return loader(str(path))
-    except (OSError, ValueError, SafetensorError) as exc:  # missing, corrupt or mismatched files
+        processor = AutoProcessor.from_pretrained(str(path))
+        model = model_class.from_pretrained(str(path))
+    except (OSError, ValueError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsNotFoundError(f"cannot load {what} checkpoint from {path}: {first}") from exc
+    return model, processor, checkpoint_identity(Path(path))

@@ -25,7 +25,7 @@ import torch
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
 from ..errors import OvdetError
 from ..runtime import lower_precision
-from ..weights import checkpoint_identity, load_pretrained
+from ..weights import load_checkpoint
 from .base import RegionScores
 
 MODEL_TYPES = ("owlvit", "owlv2")
@@ -50,11 +50,10 @@ class OwlBackend:
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "OwlBackend":
         """Load a checkpoint folder (hub snapshot or `save_pretrained` output)."""
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoModelForZeroShotObjectDetection
 
-        processor = load_pretrained(Path(path), AutoProcessor.from_pretrained, "OWL")
-        model = load_pretrained(Path(path), AutoModelForZeroShotObjectDetection.from_pretrained, "OWL")
-        return cls(model, processor, device, dtype, identity=checkpoint_identity(Path(path)))
+        model, processor, identity = load_checkpoint(Path(path), AutoModelForZeroShotObjectDetection, "OWL")
+        return cls(model, processor, device, dtype, identity=identity)
 
     @property
     def name(self) -> str:
