@@ -290,8 +290,13 @@ def cmd_weights(args: argparse.Namespace) -> int:
         for name in preset_names():
             cfg = load_config(name)
             try:
-                found = wmod.locate(cfg.name, cfg.weights, download=False)
-                where = f"{found.source}: {found.path}"
+                if cfg.weights.endswith(".pt"):  # an ultralytics file, not a transformers folder
+                    from .backends.yolo import find_yolo_weights
+
+                    where = str(find_yolo_weights(cfg.weights, preset=cfg.name))
+                else:
+                    found = wmod.locate(cfg.name, cfg.weights, download=False)
+                    where = f"{found.source}: {found.path}"
             except WeightsNotFoundError:
                 where = "no (ovdet weights download " + name + ")"
             rows.append((name, cfg.weights, where, cfg.description))

@@ -37,6 +37,8 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
     path = Path(text).expanduser()
     if text in preset_names() or path.suffix.lower() in (".yaml", ".yml"):
         return load_config(text, **overrides)
+    if path.suffix == ".pt":  # an ultralytics checkpoint: YOLO-World settings
+        return load_config("yolo-world-s", **{"name": "", "weights": text, "description": "", **overrides})
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{path} is a folder without config.json: not a checkpoint saved with save_pretrained")

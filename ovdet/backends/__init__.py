@@ -26,10 +26,17 @@ def _build_clip(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -
     return build_clip_regions(cfg, device, dtype)
 
 
+def _build_yolo_world(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
+    from .yolo import build_yolo_world  # imported lazily: ultralytics is slow to import
+
+    return build_yolo_world(cfg, device, dtype)
+
+
 # backend name -> builder(config, device, dtype); each builder locates its own checkpoints
 BUILDERS: dict[str, Callable[[DetectorConfig, torch.device, torch.dtype], Backend]] = {
     "owl": _build_owl,
     "clip": _build_clip,
+    "yolo_world": _build_yolo_world,
 }
 
 # transformers `model_type` of a checkpoint folder -> backend name, and the preset whose

@@ -1,0 +1,341 @@
+"""Ultralytics parts: YOLO-World with ovdet's text embeddings, the class-agnostic YOLO proposer,
+weights lookup and the offline guard.
+
+Models are randomly initialised from ultralytics' own YAML configs, saved to .pt files the way
+ultralytics saves checkpoints (`Model.save`) and loaded back through ovdet's loading code. Every
+test runs with sockets disabled (connect, create_connection and DNS raise and are recorded), and
+checks that nothing tried the network.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from ovdet.config import DetectorConfig, load_config  # noqa: E402
+from ovdet.detector import Detector  # noqa: E402
+from ovdet.errors import ConfigError, OvdetError, WeightsNotFoundError  # noqa: E402
+
+IMGSZ = 320  # small input keeps the full-size architectures fast on a CPU
+CPU = torch.device("cpu")
+
+NETWORK_ATTEMPTS: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_network():
+    """Sockets raise for the whole module; every attempt is recorded for the assertions."""
+
+    def refuse(name):
+        def _refuse(*args, **kwargs):
+            NETWORK_ATTEMPTS.append(f"{name}{args[1:] if name == 'connect' else args}")
+            raise OSError(f"network disabled in tests ({name})")
+
+        return _refuse
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", refuse("connect"))
+    mp.setattr(socket, "create_connection", refuse("create_connection"))
+    mp.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    yield NETWORK_ATTEMPTS
+    mp.undo()
+    assert NETWORK_ATTEMPTS == [], f"something tried the network: {NETWORK_ATTEMPTS}"
+
+
+def assert_offline():
+    from ovdet.backends.yolo import BLOCKED_DOWNLOADS
+
+    assert NETWORK_ATTEMPTS == [] and BLOCKED_DOWNLOADS == []
+
+
+def save_random(kind: str, cfg_yaml: str, path: Path, seed: int = 0) -> Path:
+    """A randomly initialised ultralytics model built from its YAML, saved like ultralytics does."""
+    from ovdet.backends.yolo import ultralytics_offline
+
+    ultralytics_offline()
+    from ultralytics import YOLO, YOLOWorld
+
+    torch.manual_seed(seed)
+    (YOLOWorld if kind == "world" else YOLO)(cfg_yaml).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world_pt(no_network, tmp_path_factory) -> Path:
+    return save_random("world", "yolov8s-worldv2.yaml", tmp_path_factory.mktemp("yolo") / "yolov8s-worldv2-random.pt")
+
+
+@pytest.fixture(scope="module")
+def yolo_pt(no_network, tmp_path_factory) -> Path:
+    return save_random("yolo", "yolov8n.yaml", tmp_path_factory.mktemp("yolo") / "yolov8n-random.pt")
+
+
+@pytest.fixture(scope="module")
+def world(world_pt, tiny_clip512):
+    from ovdet.backends.yolo import YoloWorldBackend
+
+    # conf 0: a random YOLO-World's scores are ~1e-5 (contrastive bias -10); keep them all
+    return YoloWorldBackend.load(world_pt, tiny_clip512, CPU, torch.float32, imgsz=IMGSZ, conf=0.0, max_det=50)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((240, 320, 3), (300, 200, 3))]
+
+
+def check_boxes(boxes: torch.Tensor, image: np.ndarray) -> None:
+    h, w = image.shape[:2]
+    assert boxes.dtype == torch.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+
+
+# -- YOLO-World ---------------------------------------------------------------------------------
+
+
+def test_yolo_world_runs_on_ovdet_text_embeddings(world, images):
+    embeds = world.encode_text(["cat", "dog", "a red bus"])
+    assert embeds.shape == (3, 512) and torch.allclose(embeds.norm(dim=-1), torch.ones(3), atol=1e-5)
+    out = world.predict(images, embeds)
+    assert len(out) == len(images)
+    for cand, image in zip(out, images):
+        assert cand.image_size == image.shape[:2]
+        assert 0 < len(cand.boxes) <= 50
+        check_boxes(cand.boxes, image)
+        assert cand.scores.shape == (len(cand.boxes), 3) and cand.raw.shape == cand.scores.shape
+        assert ((cand.scores >= 0) & (cand.scores <= 1)).all()
+        assert ((cand.scores > 0).sum(dim=1) == 1).all()  # each box: its confidence in one class column
+        assert torch.equal(cand.raw, cand.scores)
+    assert world.model.txt_feats.shape == (1, 3, 512) and world.model.model[-1].nc == 3
+    assert len(world.model.names) == 3
+    assert_offline()
+
+
+def test_changing_the_vocabulary_changes_classes_without_download(world, images):
+    two = world.encode_text(["cat", "dog"])
+    five = world.encode_text(["cat", "dog", "bus", "person", "stroller"])
+    assert [c.scores.shape[1] for c in world.predict(images[:1], two)] == [2]
+    feats = world.model.txt_feats
+    world.predict(images[:1], two.clone())  # same vocabulary: the text features are not rebuilt
+    assert world.model.txt_feats is feats
+    out = world.predict(images[:1], five)
+    assert out[0].scores.shape[1] == 5 and world.model.model[-1].nc == 5
+    assert world.model.txt_feats.shape == (1, 5, 512) and world.model.txt_feats is not feats
+    assert_offline()
+
+
+def test_text_features_match_ultralytics_set_classes(world, world_pt, monkeypatch):
+    """ovdet's text path sets exactly what ultralytics' set_classes would, given the same embeddings."""
+    from ultralytics import YOLOWorld
+    from ultralytics.nn.tasks import WorldModel
+
+    embeds = world.encode_text(["cat", "dog", "bus"])
+    # ultralytics' get_text_pe would run OpenAI CLIP (a download); hand it ovdet's embeddings instead
+    monkeypatch.setattr(WorldModel, "get_text_pe", lambda self, text, batch=80, cache_clip_model=False: embeds[None].clone())
+    ref = YOLOWorld(str(world_pt))
+    ref.set_classes(["cat", "dog", "bus"])
+    ref_net = ref.model.fuse(verbose=False).eval()
+    world.set_text(embeds)
+    assert ref_net.model[-1].nc == world.model.model[-1].nc == 3
+    torch.testing.assert_close(world.model.txt_feats, ref_net.txt_feats)
+    x = torch.rand(1, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours, theirs = world.runner.forward(x)[0], ref_net(x)[0]
+    assert ours.shape == theirs.shape == (1, 4 + 3, (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + (IMGSZ // 32) ** 2)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert_offline()
+
+
+def test_detector_with_yolo_world_preset(world_pt, tiny_clip512, images):
+    """The preset through the builder and Detector: Detections back, vocabulary changes free."""
+    from ovdet.backends.yolo import build_yolo_world
+
+    cfg = load_config("yolo-world-s", weights=str(world_pt), text_weights=str(tiny_clip512))
+    assert cfg.backend == "yolo_world" and cfg.templates == "{}"
+    backend = build_yolo_world(cfg, CPU, torch.float32)
+    assert backend.runner.imgsz == 640 and backend.iou == cfg.nms_iou
+    backend.conf, backend.runner.imgsz = 0.0, IMGSZ  # random weights: keep every candidate; small input: fast
+    det = Detector(backend, cfg)
+    dets = det.detect(images[0], ["cat", "dog"], threshold=0.0)
+    assert dets.class_names == ("cat", "dog") and 0 < len(dets) <= cfg.max_detections
+    assert (dets.class_ids < 2).all() and ((dets.scores > 0) & (dets.scores <= 1)).all()
+    assert (dets.xyxy[:, 2] <= 320).all() and (dets.xyxy[:, 3] <= 240).all() and (dets.xyxy >= 0).all()
+    dets = det.detect(images[0], "cat,dog,bus", threshold=0.0)
+    assert dets.class_names == ("cat", "dog", "bus") and backend.model.model[-1].nc == 3
+    assert_offline()
+
+
+def test_yolo_world_rejects_given_boxes_and_wrong_models(world, yolo_pt, tiny_clip, images):
+    from ovdet.backends.yolo import YoloWorldBackend, load_yolo_model
+    from ovdet.clip import ClipModel
+    from ovdet.proposers import Proposals
+
+    embeds = world.encode_text(["cat"])
+    given = [Proposals(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.ones(1))]
+    with pytest.raises(OvdetError, match="predicts its own boxes"):
+        world.predict(images[:1], embeds, given)
+    with pytest.raises(ConfigError, match="not a YOLO-World model"):
+        YoloWorldBackend(load_yolo_model(yolo_pt, CPU), world.text, CPU)
+    with pytest.raises(ConfigError, match="32-d text embeddings but YOLO-World takes 512-d"):
+        YoloWorldBackend(world.model, ClipModel.load(tiny_clip, CPU, torch.float32), CPU)
+
+
+# -- class-agnostic proposer --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seg_pt(no_network, tmp_path_factory) -> Path:
+    return save_random("yolo", "yolov8n-seg.yaml", tmp_path_factory.mktemp("yolo") / "yolov8n-seg-random.pt")
+
+
+@pytest.mark.parametrize("weights", ["yolo_pt", "seg_pt"])
+def test_yolo_proposer_gives_class_agnostic_proposals(weights, request, images):
+    from ovdet.backends.yolo import YoloProposer
+
+    proposer = YoloProposer(request.getfixturevalue(weights), CPU, conf=0.0, iou=0.6, max_det=40, imgsz=IMGSZ)
+    props = proposer.propose(images)
+    assert len(props) == len(images)
+    for p, image in zip(props, images):
+        assert 0 < len(p.boxes) <= 40
+        check_boxes(p.boxes, image)
+        assert p.objectness.dtype == torch.float32
+        assert ((p.objectness >= 0) & (p.objectness <= 1)).all()
+        assert (p.objectness[:-1] >= p.objectness[1:]).all()  # best first
+    assert proposer.propose([]) == []
+    assert_offline()
+
+
+def test_yolo_proposer_matches_ultralytics_predictor(yolo_pt, images):
+    """Same network input as ultralytics' predictor given the BGR image, and the same boxes and
+    confidences out of the same raw predictions with agnostic NMS."""
+    from torchvision.ops import box_iou
+    from ultralytics import YOLO
+
+    from ovdet.backends.yolo import YoloProposer
+
+    proposer = YoloProposer(yolo_pt, CPU, conf=0.05, iou=0.6, max_det=30, imgsz=IMGSZ)
+    ref = YOLO(str(yolo_pt))
+    bgr = [im[..., ::-1].copy() for im in images]
+    ref.predict(bgr[0], imgsz=IMGSZ, conf=0.05, iou=0.6, agnostic_nms=True, max_det=30, verbose=False)
+    predictor = ref.predictor
+    for batch in ([0], [1], [0, 1]):  # single images (rectangular letterbox) and a mixed-shape batch (square)
+        x_ref = predictor.preprocess([bgr[i] for i in batch])
+        x = proposer.runner.preprocess([images[i] for i in batch])
+        assert torch.equal(x, x_ref)
+
+    # synthetic raw predictions with distinct scores: (1, 4 + 80, A), xywh in letterboxed pixels
+    gen = torch.Generator().manual_seed(0)
+    x = proposer.runner.preprocess(images[:1])
+    hh, ww = x.shape[2:]
+    a = 400
+    wh = 8 + torch.rand(2, a, generator=gen) * 80
+    xy = wh / 2 + torch.rand(2, a, generator=gen) * (torch.tensor([[ww], [hh]]) - wh)  # boxes inside the input
+    scores = torch.rand(80, a, generator=gen) * 0.2
+    scores[torch.randint(0, 80, (a,), generator=gen), torch.arange(a)] = torch.rand(a, generator=gen)
+    preds = torch.cat([xy, wh, scores])[None]
+    ours = proposer.runner.postprocess(preds, x.shape[2:], images[:1], conf=0.05, iou=0.6, agnostic=True, max_det=30)[0]
+    theirs = predictor.postprocess(preds.clone(), x, [bgr[0]])[0].boxes
+    assert len(ours) == len(theirs) == 30
+    torch.testing.assert_close(ours[:, :4], theirs.xyxy.float())
+    torch.testing.assert_close(ours[:, 4], theirs.conf.float())
+    # class-agnostic: no two kept boxes overlap past iou whatever their classes (an image the size
+    # of the network input, so no rescaling; boxes inside it, so clipping changes nothing)
+    unpadded = [np.zeros((hh, ww, 3), np.uint8)]
+    kept = proposer.runner.postprocess(preds, x.shape[2:], unpadded, 0.05, 0.6, True, 400)[0]
+    per_class = proposer.runner.postprocess(preds, x.shape[2:], unpadded, 0.05, 0.6, False, 400)[0]
+    assert len(kept) < len(per_class)
+    assert (box_iou(kept[:, :4], kept[:, :4]).fill_diagonal_(0) <= 0.6 + 1e-5).all()
+    assert_offline()
+
+
+def test_build_yolo_proposer_from_config(yolo_pt):
+    from ovdet.backends.yolo import YoloProposer, build_yolo_proposer
+
+    cfg = DetectorConfig(backend="clip", proposer="yolo", proposer_weights=str(yolo_pt), proposals=17)
+    proposer = build_yolo_proposer(cfg, CPU)
+    assert isinstance(proposer, YoloProposer) and proposer.max_det == 17
+
+
+def test_yolo_proposer_rejects_classifiers(tmp_path):
+    from ovdet.backends.yolo import YoloProposer
+
+    pt = save_random("yolo", "yolov8n-cls.yaml", tmp_path / "cls.pt")
+    with pytest.raises(ConfigError, match="classify model; proposals need a detect"):
+        YoloProposer(pt, CPU)
+
+
+# -- weights and the offline guard ----------------------------------------------------------------
+
+
+def test_find_yolo_weights_missing_is_one_line(tmp_path, monkeypatch):
+    from ovdet.backends.yolo import find_yolo_weights
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OVDET_WEIGHTS", raising=False)
+    with pytest.raises(WeightsNotFoundError) as err:
+        find_yolo_weights("yolov8s-worldv2.pt")
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(tmp_path / "weights" / "yolov8s-worldv2.pt") in message
+    assert "$OVDET_WEIGHTS (unset)" in message
+    assert "`ovdet weights download yolo-world-s`" in message
+    with pytest.raises(WeightsNotFoundError, match="no YOLO weights mine.pt: looked in .*put it in weights/"):
+        find_yolo_weights("mine.pt")
+    assert_offline()
+
+
+def test_find_yolo_weights_search_order(tmp_path, monkeypatch):
+    from ovdet.backends.yolo import find_yolo_weights
+
+    env_dir, cwd = tmp_path / "env", tmp_path / "cwd"
+    (cwd / "weights").mkdir(parents=True)
+    env_dir.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("OVDET_WEIGHTS", str(env_dir))
+    (env_dir / "a.pt").write_bytes(b"x")
+    assert find_yolo_weights("a.pt") == env_dir / "a.pt"
+    (cwd / "weights" / "a.pt").write_bytes(b"x")
+    assert find_yolo_weights("a.pt") == Path("weights").resolve() / "a.pt"
+    explicit = tmp_path / "b.pt"
+    explicit.write_bytes(b"x")
+    assert find_yolo_weights(str(explicit)) == explicit
+
+
+def test_ultralytics_cannot_download_or_install(tmp_path, monkeypatch):
+    from ovdet.backends import yolo
+
+    yolo.ultralytics_offline()
+    import ultralytics.utils as ul_utils
+    import ultralytics.utils.checks as ul_checks
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    assert ul_utils.ONLINE is False and ul_checks.AUTOINSTALL is False
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsNotFoundError, match="ultralytics tried to download https://github.com/.*yolov8n.pt"):
+        attempt_download_asset("yolov8n.pt")  # what YOLO("yolov8n.pt") does for a missing file
+    assert yolo.BLOCKED_DOWNLOADS and yolo.BLOCKED_DOWNLOADS[-1].endswith("yolov8n.pt")
+    assert not (tmp_path / "yolov8n.pt").exists()
+    yolo.BLOCKED_DOWNLOADS.clear()
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"ultralytics ran {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "check_output", no_subprocess)
+    assert not ul_checks.check_requirements("ovdet-surely-not-a-package-xyz")  # AutoUpdate disabled: no pip
+    with pytest.raises(WeightsNotFoundError, match="cannot load YOLO checkpoint"):
+        bad = tmp_path / "broken.pt"
+        bad.write_bytes(b"not a checkpoint")
+        yolo.load_yolo_model(bad, CPU)
+    assert NETWORK_ATTEMPTS == []
