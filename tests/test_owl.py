@@ -170,3 +170,19 @@ def test_vocabulary_errors_surface_from_the_api(tiny_owlv2, chelsea_path):
         with pytest.raises(VocabularyError):
             det.detect(chelsea_path, bad)
     assert det.detect(chelsea_path, "cat, dog").class_names == ("cat", "dog")
+
+
+def test_per_class_thresholds_from_yaml(tiny_owlv2, chelsea_path, tmp_path):
+    (tmp_path / "thr.yaml").write_text("cat: 0.99\n")
+    base = dict(threshold=0.0, nms_iou=1.0, max_detections=10_000, device="cpu", precision="fp32")
+    plain = Detector.from_pretrained(str(tiny_owlv2), **base).detect(chelsea_path, ["cat", "dog"])
+    strict = Detector.from_pretrained(str(tiny_owlv2), class_thresholds=str(tmp_path / "thr.yaml"), **base).detect(
+        chelsea_path, ["cat", "dog"])
+    assert (plain.class_ids == 0).sum() > 0
+    assert (strict.class_ids == 0).sum() == (plain.scores[plain.class_ids == 0] > 0.99).sum()
+    assert (strict.class_ids == 1).sum() == (plain.class_ids == 1).sum()  # other classes untouched
+    (tmp_path / "bad.yaml").write_text("cat: 2\n")
+    from ovdet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a number in"):
+        Detector.from_pretrained(str(tiny_owlv2), class_thresholds=str(tmp_path / "bad.yaml"))
