@@ -10,12 +10,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ImageReadError, OvdetError
+from .eval import command as eval_command  # light: no torch or pycocotools at import
+from .io import write_json_atomic
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl = wsub.add_parser("download", parents=[common], help="store a preset's checkpoint under weights/")
     dl.add_argument("preset", help="preset name (see `ovdet weights list`)")
     dl.add_argument("--to", type=Path, help="destination folder (default: ./weights/PRESET)")
+    eval_command.add_parser(sub, common)
     return parser
 
 
@@ -120,22 +122,13 @@ def _vocabulary(args: argparse.Namespace) -> tuple[str, ...]:
     return validate_vocabulary(args.classes)
 
 
-def _write_json_atomic(path: str, payload: Any) -> None:
-    """Write JSON so that a crash never leaves a truncated file behind."""
+def _write_json(path: str, payload: Any) -> None:
+    """JSON to a file, atomically (never a truncated file), or to stdout for '-'."""
     if path == "-":
         json.dump(payload, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    else:
+        write_json_atomic(path, payload, indent=2)
 
 
 def _output_name(path: str, used: set[str]) -> str:
@@ -240,7 +233,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             if args.json_path is None:
                 _print_detections(path, dets, batches.bar)
     if args.json_path is not None:
-        _write_json_atomic(args.json_path, results)
+        _write_json(args.json_path, results)
     if args.json_path != "-" and (args.out is not None or args.json_path is not None):
         where = [str(x) for x in (args.out, args.json_path) if x is not None]
         print(f"ovdet: {len(results)} image(s) processed, results in {', '.join(where)}", file=sys.stderr)
@@ -275,7 +268,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             if args.json_path is None:
                 batches.bar.write(f"{path}: " + ", ".join(f"{n} {p:.3f}" for n, p in top), file=sys.stdout)
     if args.json_path is not None:
-        _write_json_atomic(args.json_path, results)
+        _write_json(args.json_path, results)
     return batches.exit_code(len(results))
 
 
@@ -320,7 +313,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------
-COMMANDS = {"detect": cmd_detect, "classify": cmd_classify, "weights": cmd_weights}
+COMMANDS = {"detect": cmd_detect, "classify": cmd_classify, "weights": cmd_weights, "eval": eval_command.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,9 @@ and 16-bit images are handled in one place.
 from __future__ import annotations
 
 import glob
+import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -115,3 +117,23 @@ def expand_image_args(args: Iterable[str]) -> Iterator[str]:
             yield from files if files else [arg]
         else:
             yield arg
+
+
+def write_json_atomic(path: str | Path, payload: Any, indent: int | None = None) -> Path:
+    """Write JSON through a temporary file in the same folder and `os.replace` it into place,
+    so an interrupted run never leaves a truncated file behind."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # a named temporary opened with "x" gets the usual umask permissions (mkstemp's are 0600)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=indent)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target

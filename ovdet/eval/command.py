@@ -1,0 +1,214 @@
+"""`ovdet eval`: score a detector (or an existing results file) on COCO, LVIS or OV-COCO.
+
+    ovdet eval --images val2017/ --annotations instances_val2017.json --model owlv2-b16
+    ovdet eval --results results.json --annotations instances_val2017.json --protocol ov-coco
+
+The CLI calls `add_parser(subparsers, common)` to register the subcommand and `run(args)` to
+execute it. Exit codes follow `ovdet.cli`: 0 success, 1 some images were skipped (each
+reported and counted), user errors raise `OvdetError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+from ..errors import ImageReadError, OvdetError
+from . import PROTOCOLS
+
+EXIT_OK, EXIT_PARTIAL = 0, 1
+DEFAULT_MODEL = "owlv2-b16"
+# AP rewards ranking many candidates, so evaluation keeps nearly all scores instead of the
+# preset's display threshold; the per-image cap (--max-det) is what bounds the output.
+EVAL_THRESHOLD = 0.001
+MAX_DETS = {"coco": 100, "ov-coco": 100, "lvis": 300}
+RUN_ONLY = ("limit", "resume", "results_out", "classes_from")  # besides the model flags
+
+EXAMPLES = """examples:
+  ovdet eval --images val2017/ --annotations instances_val2017.json --model owlv2-b16 --metrics-out m.json
+  ovdet eval --images val2017/ --annotations instances_val2017.json --protocol ov-coco --resume
+  ovdet eval --images val2017/ --annotations lvis_v1_val.json --lvis-mode fixed --plots plots/
+  ovdet eval --results results.json --annotations instances_val2017.json
+"""
+
+
+class EvalUsageError(OvdetError, ValueError):
+    """Options of `ovdet eval` that do not go together."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `eval` subcommand to an argparse subparsers object; returns its parser."""
+    p = subparsers.add_parser(
+        "eval", parents=[common], help="measure AP on COCO, LVIS or OV-COCO",
+        description="Run a detector over annotated images (or take an existing COCO results file) and "
+                    "compute box AP with pycocotools (COCO, OV-COCO) or lvis-api (LVIS).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, metavar="DIR",
+                        help="folder with the annotated images: run --model on them")
+    source.add_argument("--results", type=Path, metavar="RESULTS.json",
+                        help="score this COCO results file (from ovdet or any detector) instead of running a model")
+    p.add_argument("--annotations", "-a", type=Path, required=True, metavar="ANN.json",
+                   help="COCO or LVIS annotation file (ground truth)")
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="coco (AP@[.5:.95]), lvis (federated AP, APr/c/f) or ov-coco (AP50 novel/base/all); "
+                        "default: lvis for LVIS-style annotations, else coco")
+    p.add_argument("--lvis-mode", choices=("standard", "fixed"),
+                   help="LVIS only: standard = 300 detections per image (default); fixed = Fixed AP, "
+                        "10,000 detections per category over the dataset")
+    p.add_argument("--classes-from", type=Path, metavar="FILE",
+                   help="class names for the model instead of the annotation's: a COCO/LVIS JSON (names by id), "
+                        "an {id: name} JSON, or a text file with one name per category in id order "
+                        "(ov-coco: its 65 classes)")
+    p.add_argument("--results-out", type=Path, metavar="RESULTS.json",
+                   help="where to write the COCO results (default: ./<annotations>.<model>.results.json)")
+    p.add_argument("--metrics-out", type=Path, metavar="METRICS.json", help="write the metrics as JSON")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="write a precision-recall plot (pr_curve.png) here")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images of the annotation file")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from <results-out>.partial.jsonl")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    return p
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The model flags of `ovdet detect` (one definition in ovdet.cli, so both commands stay in
+    step), with evaluation's own defaults for --model, --threshold and --max-det."""
+    from .. import cli  # imported here: cli imports this module to build its parser
+
+    known = {action.dest for action in p._actions}
+    cli._model_options(p)
+    model_dests = tuple(action.dest for action in p._actions if action.dest not in known)
+    for action in p._actions:
+        if action.dest == "model":
+            action.default = None  # None = not given, so --results can refuse it
+            action.help = f"preset, YAML config, checkpoint folder or hub id (default: {DEFAULT_MODEL})"
+        elif action.dest == "threshold":
+            action.help = f"score cut in [0, 1] (default for evaluation: {EVAL_THRESHOLD}, not the preset's)"
+        elif action.dest == "max_det":
+            action.help = "most detections per image (default: 100 for coco/ov-coco, 300 for lvis)"
+    p.set_defaults(eval_model_options=model_dests)
+
+
+def _check_options(args: argparse.Namespace, protocol: str) -> None:
+    if args.results is not None:
+        only_with_model = (*RUN_ONLY, *getattr(args, "eval_model_options", ()))
+        given = [name for name in only_with_model if getattr(args, name, None) not in (None, False)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise EvalUsageError(
+                f"{flag} only applies when running a model (--images); --results scores the file as it is"
+            )
+    if args.lvis_mode is not None and protocol != "lvis":
+        raise EvalUsageError(f"--lvis-mode applies to --protocol lvis, not {protocol}")
+
+
+def _default_results_out(annotations: Path, model: str) -> Path:
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model.rstrip("/\\")).name or model)
+    return Path(f"{annotations.stem}.{label}.results.json")
+
+
+def _categories(dataset, protocol: str) -> list[dict]:
+    """The categories the model is asked for: all of the file's, or OV-COCO's 65."""
+    if protocol == "ov-coco":
+        from .ovcoco import load_split
+
+        keep = set(load_split().ids)
+        return [cat for cat in dataset.categories if cat["id"] in keep]
+    return list(dataset.categories)
+
+
+def _run_model(args: argparse.Namespace, dataset, protocol: str):
+    from .. import cli
+    from ..detector import Detector, resolve_config
+    from ..text import validate_vocabulary
+    from .runner import run_detector, vocabulary
+
+    if not args.images.is_dir():
+        raise ImageReadError(f"image folder not found: {args.images}")
+    categories = _categories(dataset, protocol)
+    classes = list(validate_vocabulary(vocabulary(categories, args.classes_from)))  # before loading a model
+    model = args.model or DEFAULT_MODEL
+    overrides = {k: v for k, v in cli._overrides(args).items() if v is not None}
+    overrides.setdefault("threshold", EVAL_THRESHOLD)
+    overrides.setdefault("max_detections", MAX_DETS[protocol])
+    config = resolve_config(model, device=args.device, **overrides)
+    detector = Detector.from_config(config)
+    results_out = args.results_out or _default_results_out(args.annotations, model)
+    outcome = run_detector(
+        detector, dataset, args.images, classes=classes, category_ids=[c["id"] for c in categories],
+        results_out=results_out, limit=args.limit, batch_size=args.batch_size, resume=args.resume,
+        progress=not args.no_progress,
+    )
+    resumed = f", {outcome.resumed} taken from the interrupted run" if outcome.resumed else ""
+    print(f"ovdet: {len(outcome.image_ids)} image(s) detected ({outcome.computed} in {outcome.seconds:.1f} s, "
+          f"{outcome.images_per_second:.1f} img/s{resumed}); results in {outcome.results_path}", file=sys.stderr)
+    source = {
+        "model": model,
+        "detector": {k: v for k, v in dataclasses.asdict(config).items() if k != "description"},
+        "vocabulary_size": len(classes),
+        "results_file": str(outcome.results_path),
+        "images_per_second": round(outcome.images_per_second, 3),
+    }
+    return outcome.results, outcome.image_ids, outcome.skipped, source
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute `ovdet eval`; returns the exit code (0 ok, 1 images skipped)."""
+    from . import evaluate
+    from .dataset import load_dataset, load_results, write_json_atomic
+    from .lvis import check_lvis
+    from .ovcoco import check_split, load_split
+    from .report import format_metrics, format_per_category, plot_pr
+
+    dataset = load_dataset(args.annotations)
+    protocol = args.protocol or ("lvis" if dataset.kind == "lvis" else "coco")
+    _check_options(args, protocol)
+    if protocol == "lvis":
+        check_lvis(dataset)
+    elif protocol == "ov-coco":
+        check_split(dataset, load_split())
+
+    if args.results is not None:
+        results = load_results(args.results, dataset)
+        image_ids, skipped, source = None, {}, {"results_file": str(args.results)}
+        covered = len({det["image_id"] for det in results})
+        if covered < len(dataset.images):
+            # standard semantics, but worth saying: a results file from a --limit run scores low
+            print(f"ovdet: {args.results} has detections on {covered} of the {len(dataset.images)} annotated "
+                  "images; the others are scored as images without detections", file=sys.stderr)
+    else:
+        results, image_ids, skipped, source = _run_model(args, dataset, protocol)
+
+    evaluation = evaluate(protocol, dataset, results, image_ids, lvis_mode=args.lvis_mode or "standard")
+    metrics = evaluation.metrics
+    per_category = metrics.pop("per_category")
+    metrics["num_images_skipped"] = len(skipped)
+    metrics["annotations"] = str(args.annotations)
+    metrics["source"] = source
+    metrics["per_category"] = per_category  # last: the long part of metrics.json
+
+    print(format_metrics(metrics))
+    print()
+    print(format_per_category(metrics))
+    if args.metrics_out is not None:
+        write_json_atomic(args.metrics_out, metrics, indent=2)
+        print(f"ovdet: metrics in {args.metrics_out}", file=sys.stderr)
+    if args.plots is not None:
+        print(f"ovdet: precision-recall plot in {plot_pr(evaluation, args.plots)}", file=sys.stderr)
+    return EXIT_PARTIAL if skipped else EXIT_OK

@@ -1,0 +1,331 @@
+"""Run a `Detector` over the images of an annotation file and produce COCO results.
+
+    outcome = run_detector(detector, dataset, "val2017/", classes=names, category_ids=ids,
+                           results_out="results.json")
+
+The vocabulary is the dataset's category names (or names given by the user, one per category),
+and detection class indices are mapped back to the dataset's category ids (COCO ids are not
+0..C-1). Finished images are appended to `<results_out>.partial.jsonl` after every batch (one
+JSON line per image, after a header line with the settings), so a run that is interrupted, or
+killed, continues with `resume=True` where it stopped, without recomputing finished images.
+The final results file is written atomically and then the partial file is removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from ..adapters import to_coco_results
+from ..errors import ImageReadError, OvdetError
+from ..io import load_image
+from .dataset import Dataset, read_json, write_json_atomic
+
+PARTIAL_FORMAT = "ovdet-eval-partial/1"
+SHOWN_SKIPS = 5  # skipped images named one by one; the rest are only counted
+# detector settings that do not change which boxes come out
+_RUN_ONLY_FIELDS = {"device", "batch_size", "description", "name", "cache_text"}
+
+
+class ResumeError(OvdetError, ValueError):
+    """A partial results file cannot be continued with the current settings."""
+
+
+class ClassesFileError(OvdetError, ValueError):
+    """A --classes-from file does not name every evaluated category."""
+
+
+def partial_path(results_out: str | Path) -> Path:
+    """Where a run streams finished images: `results.json` -> `results.json.partial.jsonl`."""
+    results_out = Path(results_out)
+    return results_out.with_name(results_out.name + ".partial.jsonl")
+
+
+def prompt_name(name: str) -> str:
+    """A category name as text for the model: LVIS writes "traffic_light" for "traffic light"."""
+    return " ".join(name.replace("_", " ").split())
+
+
+def vocabulary(categories: Sequence[dict], classes_from: str | Path | None = None) -> list[str]:
+    """Class names for the evaluated categories (dicts with "id" and "name", sorted by id).
+
+    `classes_from` replaces the dataset's names:
+      - a JSON annotation file (COCO/LVIS): its category names, matched by id;
+      - a JSON object {"<id>": "name"} or a JSON list of names (one per category, by id order);
+      - a text file: one name per line, in ascending category-id order.
+    """
+    if classes_from is None:
+        return [prompt_name(cat["name"]) for cat in categories]
+    path = Path(classes_from)
+    if path.suffix.lower() == ".json":
+        raw = read_json(path, ClassesFileError)
+        if isinstance(raw, dict) and isinstance(raw.get("categories"), list):
+            by_id = {c.get("id"): c.get("name") for c in raw["categories"] if isinstance(c, dict)}
+        elif isinstance(raw, dict):
+            by_id = {}
+            for key, value in raw.items():
+                try:
+                    by_id[int(key)] = value
+                except ValueError:
+                    raise ClassesFileError(f"{path}: keys must be category ids, got {key!r}") from None
+        elif isinstance(raw, list):
+            names = raw
+            by_id = None
+        else:
+            raise ClassesFileError(f"{path}: expected annotations, an {{id: name}} object or a list of names")
+        if by_id is not None:
+            names = []
+            for cat in categories:
+                if not isinstance(by_id.get(cat["id"]), str):
+                    raise ClassesFileError(f"{path} has no name for category id {cat['id']} ({cat['name']!r})")
+                names.append(by_id[cat["id"]])
+    else:
+        if not path.is_file():
+            raise ClassesFileError(f"{path}: file not found")
+        names = path.read_text(encoding="utf-8").splitlines()
+        while names and not names[-1].strip():
+            names.pop()  # trailing blank lines, e.g. a final newline
+    if len(names) != len(categories) or not all(isinstance(n, str) for n in names):
+        raise ClassesFileError(
+            f"{path} gives {len(names)} name(s) for {len(categories)} categories: "
+            "list one name per category, in id order"
+        )
+    return [prompt_name(n) for n in names]
+
+
+@dataclass
+class RunOutcome:
+    """What `run_detector` did.
+
+    results: COCO results [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}] in the
+        annotation file's image order (so a resumed run gives the same file).
+    image_ids: the images that have detections (computed now or earlier), i.e. those to score.
+    skipped: file path -> reason, for images missing from the folder or unreadable.
+    resumed: images taken over from an earlier, interrupted run.
+    computed: images run through the model now.
+    seconds: wall time of the model loop.
+    """
+
+    results: list[dict]
+    image_ids: list[int]
+    results_path: Path
+    skipped: dict[str, str] = field(default_factory=dict)
+    resumed: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+
+def _fingerprint(values: Sequence[Any]) -> str:
+    return hashlib.sha1(json.dumps(list(values)).encode("utf-8")).hexdigest()
+
+
+def run_header(detector, dataset: Dataset, classes: Sequence[str], category_ids: Sequence[int], threshold) -> dict:
+    """Everything that decides the detections, so that a resume with other settings is refused."""
+    config = {k: v for k, v in dataclasses.asdict(detector.config).items() if k not in _RUN_ONLY_FIELDS}
+    header = {
+        "format": PARTIAL_FORMAT,
+        "annotations": str(dataset.path.resolve()),
+        "detector": config,
+        "threshold": threshold,
+        "vocabulary": _fingerprint(classes),
+        "category_ids": _fingerprint(category_ids),
+    }
+    return json.loads(json.dumps(header))  # the form it takes after a round trip through the file
+
+
+def _read_partial(path: Path, header: dict) -> dict[int, list[dict]] | None:
+    """Finished images of an earlier run: {image_id: results}; None if the file has no header.
+
+    A run killed while writing leaves an incomplete last line: it is cut off (the file is
+    truncated to the last complete line) and that image is computed again.
+    """
+    blob = path.read_bytes()
+    good_end = 0
+    done: dict[int, list[dict]] = {}
+    stored = None
+    for line in blob.split(b"\n")[:-1]:  # the piece after the last newline is incomplete
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if stored is None:
+            if not isinstance(record, dict) or record.get("format") != PARTIAL_FORMAT:
+                return None
+            stored = record
+        elif isinstance(record, dict) and "image_id" in record and isinstance(record.get("results"), list):
+            done[record["image_id"]] = record["results"]
+        else:
+            break
+        good_end += len(line) + 1
+    if stored is None:
+        return None
+    if stored != header:
+        changed = [k for k in header if stored.get(k) != header.get(k)]
+        if "detector" in changed:
+            old, new = stored.get("detector") or {}, header["detector"]
+            changed = [f"detector.{k}" for k in new if old.get(k) != new.get(k)] + [
+                c for c in changed if c != "detector"
+            ]
+        raise ResumeError(
+            f"cannot resume from {path}: it was written with other settings ({', '.join(changed)}); "
+            "drop --resume to start over"
+        )
+    if good_end < len(blob):
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+    return done
+
+
+def _image_path(images_dir: Path, image: dict) -> Path:
+    name = Dataset.file_name(image)
+    path = images_dir / name
+    if not path.is_file() and (images_dir / Path(name).name).is_file():
+        path = images_dir / Path(name).name  # file_name with a split prefix ("val2017/...")
+    return path
+
+
+def run_detector(
+    detector,
+    dataset: Dataset,
+    images_dir: str | Path,
+    *,
+    classes: Sequence[str],
+    category_ids: Sequence[int],
+    results_out: str | Path,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    threshold: float | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> RunOutcome:
+    """Detect `classes` on the first `limit` images of `dataset` and write COCO results.
+
+    Args:
+        detector: an `ovdet.Detector` (anything with `detect_batch` and `config`).
+        dataset: the annotations; images are `images_dir / file_name`, in file order.
+        classes: the vocabulary; `classes[i]` is the name of dataset category `category_ids[i]`.
+        results_out: the COCO results JSON to write (atomically).
+        batch_size: images per forward pass, and per write to the partial file.
+        threshold: score cut (default: the detector config's).
+        resume: continue `<results_out>.partial.jsonl` if present (else start over).
+    Raises:
+        ImageReadError: none of the selected images is in `images_dir`.
+        ResumeError: the partial file was made with other settings.
+    """
+    if len(classes) != len(category_ids):
+        raise ValueError(f"{len(classes)} class names for {len(category_ids)} category ids")
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise ImageReadError(f"image folder not found: {images_dir}")
+    results_out = Path(results_out)
+    selection = dataset.images[:limit] if limit else list(dataset.images)
+    header = run_header(detector, dataset, classes, category_ids, threshold)
+    partial = partial_path(results_out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+
+    done: dict[int, list[dict]] | None = None
+    if resume and partial.is_file():
+        done = _read_partial(partial, header)
+    elif resume:
+        tqdm.write(f"ovdet: nothing to resume ({partial} not found); starting from the first image", file=sys.stderr)
+    elif partial.is_file():
+        tqdm.write(f"ovdet: starting over; the unfinished run in {partial} is discarded (--resume continues it)",
+                   file=sys.stderr)
+    fresh = done is None
+    done = done or {}
+    selected_ids = {img["id"] for img in selection}
+    resumed = sum(image_id in selected_ids for image_id in done)
+
+    todo, skipped = [], {}
+    for image in selection:
+        if image["id"] in done:
+            continue
+        path = _image_path(images_dir, image)
+        if path.is_file():
+            todo.append((image, path))
+        else:
+            skipped[str(path)] = "not found"
+    if not todo and not resumed:
+        first = next(iter(skipped))
+        raise ImageReadError(
+            f"none of the {len(selection)} image(s) of {dataset.path.name} are in {images_dir} "
+            f"(e.g. {first} is missing)"
+        )
+
+    if fresh:
+        with open(partial, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(header) + "\n")
+
+    def note_skip(path: Path, reason: str) -> None:
+        skipped[str(path)] = reason
+        if len(skipped) <= SHOWN_SKIPS:
+            tqdm.write(f"ovdet: skipping {path}: {reason}", file=sys.stderr)
+
+    for path, reason in list(skipped.items())[:SHOWN_SKIPS]:
+        tqdm.write(f"ovdet: skipping {path}: {reason}", file=sys.stderr)
+
+    size = batch_size or detector.config.batch_size
+    bar = tqdm(total=len(selection), initial=resumed + len(skipped), unit="img", desc="eval", file=sys.stderr,
+               dynamic_ncols=True, disable=not progress)
+    start = time.perf_counter()
+    computed = 0
+    try:
+        with open(partial, "a", encoding="utf-8") as out:
+            for first in range(0, len(todo), size):
+                batch_images, arrays = [], []
+                for image, path in todo[first : first + size]:
+                    try:
+                        arrays.append(load_image(path))
+                        batch_images.append(image)
+                    except ImageReadError as exc:
+                        note_skip(path, str(exc))
+                        bar.update(1)
+                if not arrays:
+                    continue
+                dets = detector.detect_batch(arrays, classes, threshold=threshold, batch_size=len(arrays))
+                lines = []
+                for image, det in zip(batch_images, dets):
+                    entries = to_coco_results(det, image["id"], category_ids)
+                    done[image["id"]] = entries
+                    lines.append(json.dumps({"image_id": image["id"], "results": entries}) + "\n")
+                # one write per batch, forced to disk: what is in the file is finished work
+                out.write("".join(lines))
+                out.flush()
+                os.fsync(out.fileno())
+                computed += len(arrays)
+                bar.update(len(arrays))
+    except KeyboardInterrupt:
+        bar.close()
+        tqdm.write(f"ovdet: interrupted; finished images are kept in {partial}: rerun with --resume to continue",
+                   file=sys.stderr)
+        raise
+    bar.close()
+    seconds = time.perf_counter() - start
+    if len(skipped) > SHOWN_SKIPS:
+        tqdm.write(f"ovdet: {len(skipped)} image(s) skipped in all ({len(skipped) - SHOWN_SKIPS} not named above)",
+                   file=sys.stderr)
+
+    order = [img["id"] for img in selection if img["id"] in done]
+    if not order:  # scoring zero images would make pycocotools fall back to all of them
+        raise ImageReadError(f"none of the {len(selection)} image(s) could be read (e.g. {next(iter(skipped))}: "
+                             f"{next(iter(skipped.values()))})")
+    results = [entry for image_id in order for entry in done[image_id]]
+    write_json_atomic(results_out, results)
+    partial.unlink(missing_ok=True)
+    return RunOutcome(
+        results=results, image_ids=order, results_path=results_out, skipped=skipped,
+        resumed=resumed, computed=computed, seconds=seconds,
+    )
