@@ -44,6 +44,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-agnostic-nms", action="store_true", default=None,
                    help="suppress overlapping boxes across classes too")
     p.add_argument("--max-det", type=int, help="most detections per image")
+    p.add_argument("--multi-label", action="store_true", default=None,
+                   help="report a box for every class scoring above the threshold, not just its best")
     p.add_argument("--templates", help='prompt templates: a set (single, photo, none), one template with {} '
                    '("a photo of a {}") or a file with one per line')
     p.add_argument("--negatives", help='comma-separated prompts that must not be reported, e.g. "toy dog,statue"')
@@ -108,7 +110,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config overrides from the flags a subcommand has (unset flags keep the preset's value)."""
     keys = {
         "threshold": "threshold", "nms_iou": "nms_iou", "class_agnostic_nms": "class_agnostic_nms",
-        "max_det": "max_detections", "templates": "templates", "negatives": "negatives",
+        "max_det": "max_detections", "multi_label": "multi_label", "templates": "templates", "negatives": "negatives",
         "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size",
     }
     return {cfg_key: getattr(args, flag) for flag, cfg_key in keys.items() if hasattr(args, flag)}

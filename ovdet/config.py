@@ -39,6 +39,8 @@ class DetectorConfig:
         nms_iou: class-aware NMS IoU; 1.0 disables NMS.
         class_agnostic_nms: suppress overlapping boxes across classes too.
         max_detections: most detections returned per image.
+        multi_label: report a box once per class scoring above the threshold (not only its
+            best class); `ovdet eval` turns it on, since AP rewards it.
         templates: prompt templates applied to each class name before text encoding: a
             built-in set ("single", "photo"; see `ovdet.text.TEMPLATE_SETS`), one template with
             "{}" (e.g. "a photo of a {}"; "{}" = the bare name), or a text file, one per line.
@@ -79,6 +81,7 @@ class DetectorConfig:
     nms_iou: float = 0.5
     class_agnostic_nms: bool = False
     max_detections: int = 100
+    multi_label: bool = False
     templates: str = "{}"
     negatives: str = ""
     cache_text: bool = True

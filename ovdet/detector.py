@@ -192,6 +192,7 @@ class Detector:
             nms_iou=cfg.nms_iou,
             class_agnostic_nms=cfg.class_agnostic_nms,
             max_detections=cfg.max_detections,
+            multi_label=cfg.multi_label,
         )
         raw = cand.raw[:, :c][sel.index, sel.class_ids]
         return Detections(

@@ -81,3 +81,16 @@ def test_box_helpers():
     assert clipped.tolist() == [[0.0, 0.0, 200.0, 80.0]]
     with pytest.raises(Exception):
         cxcywh_to_xyxy(torch.zeros(3, 5))
+
+
+def test_multi_label_reports_a_box_per_class_above_threshold():
+    boxes = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30.0]])
+    scores = torch.tensor([[0.9, 0.6, 0.1], [0.2, 0.3, 0.4]])
+    sel = select_detections(boxes, scores, threshold=0.25, nms_iou=0.5, multi_label=True)
+    assert list(zip(sel.index.tolist(), sel.class_ids.tolist())) == [(0, 0), (0, 1), (1, 2), (1, 1)]
+    torch.testing.assert_close(sel.scores, torch.tensor([0.9, 0.6, 0.4, 0.3]))
+    per_class = select_detections(boxes, scores, threshold=torch.tensor([0.95, 0.5, 0.5]), nms_iou=1.0, multi_label=True)
+    assert list(zip(per_class.index.tolist(), per_class.class_ids.tolist())) == [(0, 1)]
+    # class-agnostic NMS still leaves one label per object
+    agnostic = select_detections(boxes, scores, threshold=0.25, nms_iou=0.5, multi_label=True, class_agnostic_nms=True)
+    assert list(zip(agnostic.index.tolist(), agnostic.class_ids.tolist())) == [(0, 0), (1, 2)]

@@ -147,6 +147,7 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str):
     overrides = {k: v for k, v in cli._overrides(args).items() if v is not None}
     overrides.setdefault("threshold", EVAL_THRESHOLD)
     overrides.setdefault("max_detections", MAX_DETS[protocol])
+    overrides.setdefault("multi_label", True)  # AP ranks (box, class) pairs; one label per box loses recall
     config = resolve_config(model, device=args.device, **overrides)
     detector = Detector.from_config(config)
     results_out = args.results_out or _default_results_out(args.annotations, model)
