@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ImageReadError, OvdetError
+from .audit import command as audit_command  # light: no torch at import
 from .eval import command as eval_command  # light: no torch or pycocotools at import
+from .explain import command as explain_command
 from .io import write_json_atomic
+from .video import command as video_command
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -102,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("preset", help="preset name (see `ovdet weights list`)")
     dl.add_argument("--to", type=Path, help="destination folder (default: ./weights/PRESET)")
     eval_command.add_parser(sub, common)
+    video_command.add_parser(sub, common)
+    explain_command.add_parser(sub, common)
+    audit_command.add_parser(sub, common)
     return parser
 
 
@@ -315,7 +321,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------
-COMMANDS = {"detect": cmd_detect, "classify": cmd_classify, "weights": cmd_weights, "eval": eval_command.run}
+COMMANDS = {"detect": cmd_detect, "classify": cmd_classify, "weights": cmd_weights, "eval": eval_command.run,
+            "video": video_command.run, "explain": explain_command.run, "audit": audit_command.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -203,3 +203,15 @@ class Detector:
             image_size=cand.image_size,
             raw_scores=raw.float().cpu().numpy(),
         )
+
+    # -- video --------------------------------------------------------------------------------
+    def stream(self, source: Any, classes: str | Iterable[str], track: bool = False, every: int = 1, **options: Any):
+        """Detect `classes` in every frame of a video file, webcam index, rtsp/http(s) URL or
+        folder/glob of frames, lazily: yields `ovdet.video.FrameRecord`s (index, timestamp,
+        frame (H, W, 3) RGB uint8, detections in xyxy pixels). `track` adds ByteTrack ids;
+        `every=N` runs the detector on every Nth frame and lets the tracker carry boxes in
+        between. Options as in `ovdet.video.stream.stream` (batch_size, smooth, max_frames,
+        fps, reconnect, ...)."""
+        from .video.stream import stream
+
+        return stream(self, source, classes, track=track, every=every, **options)

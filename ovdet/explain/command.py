@@ -1,0 +1,161 @@
+"""`ovdet explain`: relevance heatmaps per class (whole image) and per detection (its box).
+
+Registered by `ovdet.cli` through `add_explain_parser` / `run_explain`. Writes, per image, an
+overlay PNG and the raw map (.npy, float32 in [0, 1], the image's size) for every class and
+every detection, plus index.json listing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, OvdetError
+
+DEFAULT_OUT = Path("runs/explain")
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from ..cli import _image_options, _vocabulary_options
+    from . import METHODS
+
+    p = subparsers.add_parser(
+        "explain", parents=[common], help="heatmaps of where CLIP sees each class (and each detection)",
+        description="Relevance maps from a CLIP ViT: Grad-CAM on the patch tokens entering the last block, or gradient-"
+                    "weighted attention rollout. One map per class for the whole image, and one per detection "
+                    "for its box. Writes overlay PNGs and raw maps (.npy, float32 in [0, 1], the image's size). "
+                    "CLIP ResNets are not supported.")
+    _image_options(p)
+    _vocabulary_options(p)
+    p.add_argument("--model", "-m", default="clip-b32",
+                   help="CLIP ViT preset, checkpoint folder or hub id (default: clip-b32); runs in fp32")
+    p.add_argument("--method", choices=METHODS, default="gradcam", help="gradcam (default) or rollout")
+    p.add_argument("--templates", help="prompt templates (set name, one template with {}, or a file)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--detections-from", type=Path,
+                        help="JSON written by `ovdet detect --json`: a map per listed detection")
+    source.add_argument("--detect-model",
+                        help="detect the classes with this model (preset, folder or hub id) and map each detection")
+    p.add_argument("--threshold", "-t", type=float, help="score cut for --detect-model (default: its preset's)")
+    p.add_argument("--max-det", type=int, help="most detections mapped per image with --detect-model")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    return p
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe version of a class name ("remote control" -> "remote_control")."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("_.") or "class"
+
+
+def _slugs(names: Sequence[str]) -> list[str]:
+    """Slugs of a vocabulary, made unique ("a/b" and "a_b" both slug to "a_b")."""
+    slugs = [_slug(n) for n in names]
+    return [f"{s}-{i}" if slugs.count(s) > 1 else s for i, s in enumerate(slugs)]
+
+
+def _unique_stem(path: str, used: set[str]) -> str:
+    stem, base, k = Path(path).stem, Path(path).stem, 1
+    while stem in used:
+        stem, k = f"{base}_{k}", k + 1
+    used.add(stem)
+    return stem
+
+
+def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[dict]]:
+    """`ovdet detect --json` output -> {image path: [{"box", "score", "class_name"}, ...]} for
+    every image (matched by path, then file name); an image with no entry is an error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        by_key: dict[str, list[dict]] = {}
+        for entry in data:
+            dets = [{"box": [float(v) for v in d["box"]], "score": float(d["score"]), "class_name": str(d["class_name"])}
+                    for d in entry["detections"]]
+            if any(len(d["box"]) != 4 for d in dets):
+                raise ValueError(f"a box of {entry['image']} is not [x1, y1, x2, y2]")
+            by_key[str(entry["image"])] = dets
+            by_key.setdefault(Path(str(entry["image"])).name, dets)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OvdetError(f"cannot read detections file {path} (expected `ovdet detect --json` output): {exc}") from exc
+    out = {}
+    for image in image_paths:
+        dets = by_key.get(image, by_key.get(Path(image).name))
+        if dets is None:
+            raise OvdetError(f"detections file {path} has no entry for {image} (keys are image paths or file names)")
+        out[image] = dets
+    return out
+
+
+def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) -> None:
+    from ..draw import annotate, save_image
+    from . import overlay
+
+    np.save(png.with_suffix(".npy"), relevance.astype(np.float32))
+    picture = overlay(image, relevance)
+    save_image(annotate(picture, dets) if dets is not None else picture, png)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import ImageBatches, _vocabulary
+    from ..detector import Detector, resolve_config
+    from . import NOT_A_CLIP_VIT, Explainer
+    from ..io import expand_image_args, write_json_atomic
+    from ..structures import Detections
+
+    names = _vocabulary(args)  # fail before loading a model
+    overrides: dict[str, Any] = {"templates": args.templates} if args.templates else {}
+    cfg = resolve_config(args.model, device=args.device, **overrides)
+    if cfg.backend != "clip":
+        raise ConfigError(f"{NOT_A_CLIP_VIT}; --model {args.model} uses the {cfg.backend!r} backend")
+    if (args.threshold is not None or args.max_det is not None) and not args.detect_model:
+        raise OvdetError("--threshold and --max-det apply to --detect-model only")
+    given = None
+    if args.detections_from is not None:
+        given = _detections_file(args.detections_from, list(expand_image_args(args.images)))
+    batches = ImageBatches(args.images, 1)
+    explainer, detector = None, None
+    slugs = _slugs(names)
+    args.out.mkdir(parents=True, exist_ok=True)
+    index: list[dict] = []
+    used: set[str] = set()
+    done = 0
+    for paths, arrays in batches:
+        if explainer is None:
+            explainer = Explainer.from_config(cfg)
+            if args.detect_model:
+                extra = {k: v for k, v in (("threshold", args.threshold), ("max_detections", args.max_det)) if v is not None}
+                detector = Detector.from_pretrained(args.detect_model, device=args.device, **extra)
+        for path, image in zip(paths, arrays):
+            stem = _unique_stem(path, used)
+            h, w = image.shape[:2]
+            for name, slug, relevance in zip(names, slugs, explainer.iter_class_maps(image, names, args.method)):
+                png = args.out / f"{stem}_{slug}.png"
+                _save_map(relevance, image, png)
+                index.append({"image": path, "kind": "class", "class_name": name,
+                              "map": str(png.with_suffix(".npy")), "overlay": str(png)})
+            if detector is not None:
+                found = detector.detect(image, names)
+                dets = [{"box": b, "score": s, "class_name": n}
+                        for b, s, n in zip(found.xyxy.tolist(), found.scores.tolist(), found.labels)]
+            else:
+                dets = given[path] if given is not None else []
+            for i, d in enumerate(dets):  # one map at a time: N full-size maps can be gigabytes
+                relevance = explainer.explain_box(image, d["box"], d["class_name"], args.method)
+                png = args.out / f"{stem}_det{i:02d}_{_slug(d['class_name'])}.png"  # the index keeps it unique
+                one = Detections(xyxy=[d["box"]], scores=[d["score"]], class_ids=[0], class_names=(d["class_name"],),
+                                 image_size=(h, w))
+                _save_map(relevance, image, png, one)
+                index.append({"image": path, "kind": "detection", "class_name": d["class_name"], "box": d["box"],
+                              "score": d["score"], "map": str(png.with_suffix(".npy")), "overlay": str(png)})
+            batches.bar.write(f"{path}: {len(names)} class map(s), {len(dets)} detection map(s)", file=sys.stdout)
+            done += 1
+    if done:
+        write_json_atomic(args.out / "index.json", index, indent=2)
+        print(f"ovdet: maps for {done} image(s) in {args.out} (index.json lists them)", file=sys.stderr)
+    return batches.exit_code(done)

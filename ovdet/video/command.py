@@ -1,0 +1,245 @@
+"""`ovdet video`: detect (and track) in a video file, webcam, network stream or frame folder.
+
+    ovdet video street.mp4 --classes "bus,person" --out annotated.mp4 --jsonl results.jsonl --track
+
+Writes an annotated video (input size and frame rate) and/or one JSON line per frame:
+{"frame": i, "time": seconds, "detections": [...]} with the detections in the schema of
+`ovdet detect` (plus "track_id" with --track; -1 = not yet confirmed).
+
+Ctrl-C or SIGTERM stops reading, processes what is queued, closes the video so it plays,
+flushes the JSONL and prints a summary (exit 130); a second Ctrl-C aborts at once, still
+closing both files. Exit codes otherwise as in `ovdet.cli`: 0 ok, 1 corrupt frames were
+skipped, 2 user error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import OvdetError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # as in ovdet.cli
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `video` subcommand to `subparsers`; `common` is the parent parser (--debug)."""
+    from ..cli import _model_options, _vocabulary_options
+
+    p = subparsers.add_parser(
+        "video", parents=[common], help="detect (and track) in videos, webcams and streams",
+        description="Detect the named classes in every frame of a video file, webcam, rtsp/http "
+                    "stream or frame folder; write an annotated video and/or per-frame JSON lines.",
+    )
+    p.add_argument("source", metavar="SOURCE",
+                   help="video file, webcam index (0), rtsp:// or http(s):// URL, or a folder/glob of frames")
+    _vocabulary_options(p)  # --classes or --classes-from
+    _model_options(p)
+    p.add_argument("--out", type=Path, help="annotated video (.mp4, .avi, .mkv, .mov, .m4v) at the input's size and fps; "
+                   "only .avi stays readable if the process is killed hard (kill -9, power loss)")
+    p.add_argument("--jsonl", help="one JSON line per frame to this file ('-' = stdout)")
+    p.add_argument("--track", action="store_true", help="ByteTrack ids that persist across frames")
+    p.add_argument("--smooth", type=_count(0), default=0, metavar="K",
+                   help="with --track: average class scores over a track's last K detector runs (0 = off)")
+    p.add_argument("--every", type=_count(1), default=1, metavar="N",
+                   help="run the detector on every Nth frame; the tracker carries boxes in between")
+    p.add_argument("--max-frames", type=_count(1), metavar="N", help="stop after N frames")
+    p.add_argument("--fps", type=_rate, help="frame rate to use instead of the source's (frame folders: 30)")
+    p.add_argument("--reconnect", type=_count(0), default=5, metavar="N",
+                   help="attempts to reopen a stream that drops, with doubling waits (default 5; 0 = none)")
+    p.add_argument("--reconnect-delay", type=_seconds, default=1.0, metavar="S",
+                   help="seconds before the first reconnection attempt (default 1)")
+    p.add_argument("--queue", type=_count(1), metavar="N",
+                   help="frames buffered between reading and detection (default: the batch size, at least 2); "
+                        "a stop finishes these, a live source drops beyond them")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return p
+
+
+class _StopOnSignal:
+    """First SIGINT/SIGTERM: stop the stream gracefully. Second: abort (KeyboardInterrupt)."""
+
+    def __init__(self, frames: Any):
+        self.frames = frames
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():  # signals only go there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        self.frames.stop()  # only sets a flag: safe inside a handler
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `ovdet video` with parsed `args`; returns the exit code. User errors raise
+    `OvdetError` (the CLI prints them in one line)."""
+    from ..cli import _overrides, _vocabulary
+    from ..detector import Detector, resolve_config
+    from .reader import FrameReader, ReconnectPolicy
+    from .stream import default_queue_size, stream
+    from .writer import JsonlWriter, check_video_path
+
+    names = _vocabulary(args)  # cheap checks first, before opening or loading
+    if args.smooth and not args.track:
+        raise OvdetError("ovdet video: --smooth averages classes over tracks: add --track")
+    if args.out is not None:
+        check_video_path(args.out)
+    cfg = resolve_config(args.model, device=args.device, **_overrides(args))
+    reader = FrameReader(
+        args.source,
+        queue_size=args.queue or default_queue_size(cfg.batch_size),
+        reconnect=ReconnectPolicy(attempts=args.reconnect, delay=args.reconnect_delay),
+        max_frames=args.max_frames,
+        fps=args.fps,
+    )
+    jsonl = None
+    try:
+        jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
+        detector = Detector.from_config(cfg)
+        frames = stream(detector, reader, names, track=args.track, every=args.every,
+                        batch_size=cfg.batch_size, smooth=args.smooth, max_frames=args.max_frames)
+    except BaseException:
+        reader.close()
+        if jsonl is not None:
+            jsonl.close()
+        raise
+    return _consume(frames, args.out, jsonl, progress=not args.no_progress)
+
+
+def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool) -> int:
+    """Write every record to the outputs; close them whatever happens; print the summary."""
+    from tqdm import tqdm
+
+    from ..adapters import to_records
+    from .errors import StreamLostError
+    from ..draw import draw_bgr
+    from .writer import VideoFileWriter
+
+    info = frames.info
+    video = None
+    n_frames = n_dets = 0
+    lost: StreamLostError | None = None
+    bar = tqdm(total=info.frame_count or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.5, disable=not progress)
+    start = time.monotonic()
+    stopper = _StopOnSignal(frames)
+    try:
+        with stopper:
+            announced = False
+            for rec in frames:
+                if out is not None:
+                    if video is None:  # the first frame fixes the size (sources may not report it)
+                        h, w = rec.frame.shape[:2]
+                        video = VideoFileWriter(out, info.fps, (w, h))
+                    video.write_bgr(draw_bgr(rec.frame, rec.detections))
+                if jsonl is not None:
+                    jsonl.write({"frame": rec.index, "time": round(rec.timestamp, 4),
+                                 "detections": to_records(rec.detections)})
+                n_frames += 1
+                n_dets += len(rec.detections)
+                bar.update(1)
+                if info.live and n_frames % 10 == 0:
+                    bar.set_postfix(dropped=frames.stats.dropped, refresh=False)
+                if stopper.received is not None and not announced:
+                    announced = True
+                    tqdm.write("ovdet: stopping: finishing queued frames (again to abort)", file=sys.stderr)
+    except StreamLostError as exc:
+        lost = exc  # reported after the outputs are closed and the summary is printed
+    finally:
+        bar.close()
+        frames.close()
+        if video is not None:
+            video.close()
+        if jsonl is not None:
+            jsonl.close()
+        elapsed = max(time.monotonic() - start, 1e-9)
+        stats = frames.stats
+        where = []
+        if video is not None:
+            where.append(f"video in {out}")
+        if jsonl is not None and jsonl.path != "-":
+            where.append(f"results in {jsonl.path}")
+        print(
+            f"ovdet: {'stopped: ' if stopper.received is not None else ''}{n_frames} frames, "
+            f"{n_dets} detections in {elapsed:.1f} s ({n_frames / elapsed:.1f} fps); "
+            f"dropped {stats.dropped}, corrupt {stats.corrupt}, reconnects {stats.reconnects}"
+            + (f"; {', '.join(where)}" if where else ""),
+            file=sys.stderr,
+        )
+    if lost is not None:
+        raise lost
+    if stopper.received is not None:
+        return EXIT_INTERRUPTED
+    return EXIT_PARTIAL if stats.corrupt else EXIT_OK
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ovdet.video.command SOURCE ...`: the same as `ovdet video SOURCE ...`."""
+    from .. import cli
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "video" in getattr(cli, "COMMANDS", {}):
+        return cli.main(["video", *argv])
+    # until the CLI lists the subcommand: the same parser pieces and error handling
+    common = cli._common()
+    parser = cli._Parser(prog="ovdet", parents=[common])
+    add_parser(parser.add_subparsers(dest="command", parser_class=cli._Parser), common)
+    try:
+        return run(parser.parse_args(["video", *argv]))
+    except KeyboardInterrupt:
+        print("ovdet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OvdetError, OSError) as exc:
+        message = str(exc).replace("\n", " ")
+        print(message if message.startswith("ovdet") else f"ovdet: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess in the tests
+    sys.exit(_main())

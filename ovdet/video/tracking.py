@@ -1,0 +1,175 @@
+"""Track ids across frames (ByteTrack), track-level class smoothing, and boxes carried between
+detector runs.
+
+ByteTrack comes from Roboflow's `trackers` package: supervision 0.31 no longer ships
+`sv.ByteTrack` and its own smoothing tools import `trackers.ByteTrackTracker` instead.
+Boxes are xyxy pixels throughout.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..adapters import from_supervision, to_supervision
+from ..errors import ConfigError, OvdetError
+from ..structures import Detections
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """ByteTrack and smoothing settings.
+
+    The thresholds are on ovdet's calibrated [0, 1] scores, which run lower than a closed-set
+    detector's (OWLv2's preset cut is 0.2), hence defaults below ByteTrack's usual 0.6/0.7.
+
+    Attributes:
+        high_threshold: detections at or above take part in ByteTrack's first association
+            pass; the rest only extend existing tracks.
+        activation_threshold: lowest score that starts a new track.
+        min_iou: lowest IoU between a track's predicted box and a detection to match them.
+        lost_seconds: how long a track survives without a matching detection.
+        smooth: class smoothing window in detector runs; 0 = off. With it, a track's class is
+            the one with the highest mean score over its last `smooth` detections (a run where
+            another class won counts as 0 for this one), and the reported score is that mean.
+    """
+
+    high_threshold: float = 0.3
+    activation_threshold: float = 0.3
+    min_iou: float = 0.2
+    lost_seconds: float = 1.0
+    smooth: int = 0
+
+    def __post_init__(self) -> None:
+        if self.smooth < 0:
+            raise ConfigError(f"smooth must be 0 (off) or a window of 1 or more detector runs, got {self.smooth}")
+        if self.lost_seconds < 0:
+            raise ConfigError(f"lost_seconds must be 0 or more, got {self.lost_seconds}")
+
+
+def _bytetrack(settings: TrackSettings, fps: float):
+    try:
+        from trackers import ByteTrackTracker
+    except ImportError as exc:
+        raise OvdetError(
+            "tracking needs the 'trackers' package (supervision no longer ships ByteTrack): pip install trackers"
+        ) from exc
+    return ByteTrackTracker(
+        lost_track_buffer=max(1, round(settings.lost_seconds * 30)),  # counted in 30 fps frames
+        frame_rate=fps,
+        track_activation_threshold=settings.activation_threshold,
+        minimum_iou_threshold=settings.min_iou,
+        high_conf_det_threshold=settings.high_threshold,
+        minimum_consecutive_frames=2,  # a track gets its id on its second sighting
+    )
+
+
+class ClassSmoother:
+    """Per-track class votes over the last `window` detector runs.
+
+    Each run adds {class_id: score} for a track; the smoothed class is the argmax of the mean
+    score per class over the window (absent = 0), so one off-class frame does not flip a label.
+    """
+
+    def __init__(self, window: int, num_classes: int):
+        self.window = window
+        self.num_classes = num_classes
+        self._history: dict[int, deque[tuple[int, float]]] = {}
+
+    def update(self, dets: Detections) -> Detections:
+        """Record this run's (class, score) per track id >= 0 and return `dets` with smoothed
+        class_ids and scores; untracked rows (id -1) pass unchanged."""
+        if dets.tracker_ids is None or not len(dets):
+            return dets
+        class_ids = dets.class_ids.copy()
+        scores = dets.scores.copy()
+        for row, (tid, cid, score) in enumerate(zip(dets.tracker_ids.tolist(), dets.class_ids.tolist(), dets.scores.tolist())):
+            if tid < 0:
+                continue
+            history = self._history.setdefault(tid, deque(maxlen=self.window))
+            history.append((cid, score))
+            means = np.zeros(self.num_classes, np.float64)
+            for c, s in history:
+                means[c] += s
+            means /= len(history)
+            class_ids[row] = int(np.argmax(means))
+            scores[row] = means[class_ids[row]]
+        return with_fields(dets, class_ids=class_ids, scores=scores)
+
+    def forget(self, alive: set[int]) -> None:
+        """Drop the history of tracks that are gone (keeps memory flat over hours of video)."""
+        for tid in [t for t in self._history if t not in alive]:
+            del self._history[tid]
+
+
+def with_fields(dets: Detections, **fields) -> Detections:
+    """A copy of `dets` with some fields replaced (Detections is frozen)."""
+    values = dict(
+        xyxy=dets.xyxy, scores=dets.scores, class_ids=dets.class_ids, class_names=dets.class_names,
+        image_size=dets.image_size, raw_scores=dets.raw_scores, embeddings=dets.embeddings,
+        tracker_ids=dets.tracker_ids, extra=dets.extra,
+    )
+    values.update(fields)
+    return Detections(**values)
+
+
+class FrameTracker:
+    """Assigns track ids on detector frames and carries boxes over the frames in between.
+
+        tracker = FrameTracker(TrackSettings(), fps=25)
+        dets = tracker.update(detections, timestamp=t, index=i)   # frame the detector saw
+        dets = tracker.carry(index=i + 1)                          # frame it skipped
+
+    `update` returns every input detection with `tracker_ids` set (-1: not confirmed yet, e.g.
+    an object's first frame); `carry` returns the last result with each tracked box moved by
+    its track's velocity (pixels per frame, from its last two detector runs), clipped to the
+    image.
+    """
+
+    def __init__(self, settings: TrackSettings | None = None, fps: float = 30.0):
+        self.settings = settings or TrackSettings()
+        self._tracker = _bytetrack(self.settings, fps)
+        self._smoother: ClassSmoother | None = None
+        self._last: Detections | None = None
+        self._last_index = 0
+        self._velocity = np.zeros((0, 4), np.float32)
+        self._seen: dict[int, tuple[int, np.ndarray]] = {}  # track id -> (frame index, box)
+
+    def update(self, dets: Detections, timestamp: float, index: int) -> Detections:
+        """Track `dets`, found on frame `index` at `timestamp` seconds."""
+        tracked_sv = self._tracker.update(to_supervision(dets), timestamp=float(timestamp))
+        tracked = from_supervision(tracked_sv, dets.class_names, dets.image_size)
+        if self.settings.smooth:
+            if self._smoother is None:
+                self._smoother = ClassSmoother(self.settings.smooth, len(dets.class_names))
+            tracked = self._smoother.update(tracked)
+        velocity = np.zeros((len(tracked), 4), np.float32)
+        seen: dict[int, tuple[int, np.ndarray]] = {}
+        for row, tid in enumerate(tracked.tracker_ids.tolist()):
+            if tid < 0:
+                continue
+            box = tracked.xyxy[row]
+            if tid in self._seen:
+                before, old_box = self._seen[tid]
+                velocity[row] = (box - old_box) / max(1, index - before)
+            seen[tid] = (index, box)
+        self._seen = seen  # only tracks on this frame: a track's velocity needs its last two sightings
+        if self._smoother is not None:
+            self._smoother.forget(set(self._tracker.tracked_objects.tracker_id.tolist()) | set(seen))
+        self._last, self._last_index, self._velocity = tracked, index, velocity
+        return tracked
+
+    def carry(self, index: int, image_size: tuple[int, int] | None = None) -> Detections:
+        """Boxes for frame `index`, which the detector skipped: the last result moved on."""
+        if self._last is None:
+            raise RuntimeError("FrameTracker.carry called before any update")
+        last = self._last
+        h, w = image_size or last.image_size
+        steps = index - self._last_index
+        xyxy = last.xyxy + self._velocity * steps
+        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
+        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
+        keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # moved out of view
+        return with_fields(last, xyxy=xyxy, image_size=(h, w))[keep]
