@@ -44,7 +44,7 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
             raise ConfigError(f"{path} is a folder without config.json: not a checkpoint saved with save_pretrained")
         _, base = backend_for_model_type(model_type_of(path), str(path))
         return load_config(base, **{"name": "", "weights": str(path), "description": "", **overrides})
-    if weights_mod._looks_like_hub_id(text):
+    if weights_mod.looks_like_hub_id(text):
         lowered = text.lower()
         # longest model-type names first, so "owlvit" wins over any shorter name inside it
         for model_type in sorted(MODEL_TYPES, key=len, reverse=True):

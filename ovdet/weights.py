@@ -56,7 +56,7 @@ class Located:
 
 def _local_candidates(name: str, weights: str) -> list[tuple[Path, str]]:
     candidates: list[tuple[Path, str]] = []
-    if weights and (Path(weights).expanduser().exists() or not _looks_like_hub_id(weights)):
+    if weights and (Path(weights).expanduser().exists() or not looks_like_hub_id(weights)):
         candidates.append((Path(weights).expanduser(), "path"))
     names = ([name] if name else []) + _aliases(weights, exclude=name)
     env = os.environ.get("OVDET_WEIGHTS")
@@ -71,7 +71,7 @@ def _aliases(weights: str, exclude: str = "") -> list[str]:
     """Other folder names under weights/ that may hold the hub id `weights`: every preset
     whose main checkpoint it is (so `ovdet weights download owlv2-b16` also serves presets
     that use OWLv2 as their proposer), then the hub id's last part."""
-    if not weights or not _looks_like_hub_id(weights):
+    if not weights or not looks_like_hub_id(weights):
         return []
     from .config import load_config, preset_names  # local: config does not depend on weights
 
@@ -79,7 +79,7 @@ def _aliases(weights: str, exclude: str = "") -> list[str]:
     return names + [weights.split("/")[-1]]
 
 
-def _looks_like_hub_id(weights: str) -> bool:
+def looks_like_hub_id(weights: str) -> bool:
     """"org/name" with no leading '.', '/' or '~' and exactly one slash."""
     return weights.count("/") == 1 and not weights.startswith((".", "/", "~")) and "\\" not in weights
 
@@ -106,7 +106,7 @@ def locate(name: str, weights: str, download: bool = True) -> Located:
         looked.append(str(path))
     if not os.environ.get("OVDET_WEIGHTS"):
         looked.append("$OVDET_WEIGHTS (unset)")
-    if weights and _looks_like_hub_id(weights) and not Path(weights).exists():
+    if weights and looks_like_hub_id(weights) and not Path(weights).exists():
         cached = _hub_cache(weights)
         if cached is not None:
             return Located(cached, "hub cache")
@@ -149,7 +149,7 @@ def download_preset(cfg, root: Path, main_dir: Path | None = None) -> list[tuple
     """
     jobs = [(cfg.weights, main_dir or root / cfg.name)]
     for component in (cfg.proposer_weights, cfg.text_weights):
-        if component and _looks_like_hub_id(component):
+        if component and looks_like_hub_id(component):
             jobs.append((component, root / (_aliases(component) or [component.split("/")[-1]])[0]))
         elif component.endswith(".pt"):
             jobs.append((component, root / component))
