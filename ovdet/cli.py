@@ -227,19 +227,26 @@ def cmd_detect(args: argparse.Namespace) -> int:
     detector = None  # loaded once the first image has been read: bad images fail fast
     results: list[dict] = []
     used_names: set[str] = set()
-    for paths, arrays in batches:
-        if detector is None:
-            detector = Detector.from_config(cfg)
-        given = [boxes[p] for p in paths] if boxes is not None else None
-        for path, image, dets in zip(paths, arrays, detector.detect_batch(arrays, names, boxes=given)):
-            h, w = dets.image_size
-            results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
-            if args.out is not None:
-                from .draw import annotate, save_image
+    try:
+        for paths, arrays in batches:
+            if detector is None:
+                detector = Detector.from_config(cfg)
+            given = [boxes[p] for p in paths] if boxes is not None else None
+            for path, image, dets in zip(paths, arrays, detector.detect_batch(arrays, names, boxes=given)):
+                h, w = dets.image_size
+                results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
+                if args.out is not None:
+                    from .draw import annotate, save_image
 
-                save_image(annotate(image, dets), args.out / _output_name(path, used_names))
-            if args.json_path is None:
-                _print_detections(path, dets, batches.bar)
+                    save_image(annotate(image, dets), args.out / _output_name(path, used_names))
+                if args.json_path is None:
+                    _print_detections(path, dets, batches.bar)
+    except KeyboardInterrupt:
+        # keep what was finished: the JSON of the images done so far, then exit 130
+        if args.json_path is not None and results:
+            _write_json(args.json_path, results)
+            print(f"ovdet: interrupted; {len(results)} finished image(s) written to {args.json_path}", file=sys.stderr)
+        raise
     if args.json_path is not None:
         _write_json(args.json_path, results)
     if args.json_path != "-" and (args.out is not None or args.json_path is not None):

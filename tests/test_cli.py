@@ -190,3 +190,26 @@ def test_classify_and_boxes_user_errors(args, needle, tmp_path, chelsea_path, ti
     proc = run_cli(*[subs.get(a, a) for a in args], "--model", tiny_clip, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert needle in error_line(proc)
+
+
+def test_interrupted_detect_keeps_finished_images(tiny_owlv2, images, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the first batch: exit 130 and the JSON holds the finished images."""
+    from ovdet import cli
+    from ovdet.detector import Detector
+
+    real = Detector.detect_batch
+    calls = {"n": 0}
+
+    def interrupt_second_batch(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Detector, "detect_batch", interrupt_second_batch)
+    json_path = tmp_path / "partial.json"
+    code = cli.main(["detect", str(images), "--classes", "cat", "--model", str(tiny_owlv2), "--batch-size", "1",
+                     "--json", str(json_path)])
+    assert code == 130
+    assert [r["image"] for r in json.loads(json_path.read_text())] == [str(images / "astronaut.jpg")]
+    assert "interrupted" in capsys.readouterr().err
