@@ -54,6 +54,8 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
         raise ConfigError(
             f"cannot tell which backend serves hub id {text!r}; write a YAML config with `backend:` and `weights:`"
         )
+    if "/" in text or "\\" in text or text.startswith(("~", ".")):
+        raise ConfigError(f"model not found: {text} is neither an existing folder or file nor a hub id (org/name)")
     return load_config(text, **overrides)  # raises "unknown preset ..." with suggestions
 
 

@@ -82,6 +82,8 @@ def test_resolve_config_for_folders_and_hub_ids(tiny_owlv2, tiny_owlvit, tmp_pat
     assert hub.weights == "google/owlv2-large-patch14-ensemble" and hub.backend == "owl"
     with pytest.raises(ConfigError, match="cannot tell which backend"):
         resolve_config("someone/some-model")
+    with pytest.raises(ConfigError, match="model not found"):
+        resolve_config(str(tmp_path / "no-such-folder"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="without config.json"):
         resolve_config(str(tmp_path / "empty"))
