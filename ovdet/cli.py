@@ -56,6 +56,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
     p.add_argument("--batch-size", type=int, help="images per forward pass")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the image tower (slow first call; for long GPU runs)")
 
 
 def _vocabulary_options(p: argparse.ArgumentParser) -> None:
@@ -117,7 +119,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = {
         "threshold": "threshold", "nms_iou": "nms_iou", "class_agnostic_nms": "class_agnostic_nms",
         "max_det": "max_detections", "multi_label": "multi_label", "templates": "templates", "negatives": "negatives",
-        "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size",
+        "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size", "compile": "compile",
     }
     return {cfg_key: getattr(args, flag) for flag, cfg_key in keys.items() if hasattr(args, flag)}
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .runtime import lower_precision
+from .runtime import compile_module, lower_precision
 from .weights import load_checkpoint
 
 TEXT_BATCH = 256  # prompts per text-tower pass: bounds memory for 1,203-class x 8-template runs
@@ -22,7 +22,8 @@ TEXT_BATCH = 256  # prompts per text-tower pass: bounds memory for 1,203-class x
 class ClipModel:
     """A transformers `CLIPModel` with its processor, on one device."""
 
-    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32, identity: str = ""):
+    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32, identity: str = "",
+                 compile: bool = False):
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = device
@@ -33,13 +34,15 @@ class ClipModel:
         self.patch_size: int = vision.patch_size
         towers = [model.vision_model, model.text_model, model.visual_projection, model.text_projection]
         lower_precision(towers, dtype)
+        if compile:
+            model.vision_model = compile_module(model.vision_model)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "ClipModel":
+    def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype, compile: bool = False) -> "ClipModel":
         from transformers import CLIPModel
 
         model, processor, identity = load_checkpoint(Path(path), CLIPModel, "CLIP")
-        return cls(model, processor, device, dtype, identity=identity)
+        return cls(model, processor, device, dtype, identity=identity, compile=compile)
 
     @property
     def logit_scale(self) -> float:

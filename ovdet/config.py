@@ -69,6 +69,8 @@ class DetectorConfig:
         precision: "fp32", "bf16", "fp16" (CUDA only) or "auto" (the default: bf16 where the
             hardware has fast bf16 matmuls, i.e. CUDA or CPUs with AMX/AVX512-BF16, else fp32).
             The towers run in it; heads and box geometry stay fp32. fp32 is the reference.
+        compile: torch.compile the image tower (first call compiles: tens of seconds). Meant
+            for long GPU runs; on this project's 2-core AMX CPU it measured no gain.
         batch_size: images per forward pass in `detect_batch` and the CLI.
         description: one line shown by `ovdet weights list`.
     """
@@ -98,6 +100,7 @@ class DetectorConfig:
     objectness_weight: float = 0.5
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False
     batch_size: int = 4
     description: str = ""
 

@@ -57,3 +57,8 @@ def lower_precision(modules, dtype: torch.dtype) -> None:
         return
     for module in modules:
         module.to(dtype)
+
+
+def compile_module(module: torch.nn.Module) -> torch.nn.Module:
+    """`torch.compile` a tower; the wrapper is a drop-in module (same call signature)."""
+    return torch.compile(module, dynamic=True)

@@ -186,3 +186,14 @@ def test_per_class_thresholds_from_yaml(tiny_owlv2, chelsea_path, tmp_path):
 
     with pytest.raises(ConfigError, match="must be a number in"):
         Detector.from_pretrained(str(tiny_owlv2), class_thresholds=str(tmp_path / "bad.yaml"))
+
+
+def test_compiled_tower_gives_the_same_detections(tiny_owlv2, chelsea_path):
+    kw = dict(threshold=0.0, nms_iou=0.5, max_detections=20, device="cpu", precision="fp32")
+    ref = Detector.from_pretrained(str(tiny_owlv2), **kw).detect(chelsea_path, CLASSES)
+    compiled = Detector.from_pretrained(str(tiny_owlv2), compile=True, **kw)
+    assert type(compiled.backend.clip.vision_model).__name__ == "OptimizedModule"
+    got = compiled.detect(chelsea_path, CLASSES)
+    np.testing.assert_array_equal(got.class_ids, ref.class_ids)
+    np.testing.assert_allclose(got.scores, ref.scores, atol=1e-4)
+    np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1e-2)

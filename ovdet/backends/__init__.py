@@ -17,7 +17,7 @@ from .base import Backend, RegionScores
 def _build_owl(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
     from .owl import OwlBackend  # imported lazily: transformers is slow to import
 
-    return OwlBackend.load(locate(cfg.name, cfg.weights).path, device, dtype)
+    return OwlBackend.load(locate(cfg.name, cfg.weights).path, device, dtype, compile=cfg.compile)
 
 
 def _build_clip(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:

@@ -153,7 +153,7 @@ def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype
     if cfg.proposer == "owlv2":
         from .owl import OwlBackend
 
-        owl = OwlBackend.load(locate("", cfg.proposer_weights).path, device, dtype)
+        owl = OwlBackend.load(locate("", cfg.proposer_weights).path, device, dtype, compile=cfg.compile)
         return OwlObjectnessProposer(owl, top_k=cfg.proposals)
     if cfg.proposer == "windows":
         return WindowProposer()
@@ -169,7 +169,7 @@ def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype
 def build_clip_regions(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> ClipRegionBackend:
     if cfg.scoring == "native":
         raise ConfigError("scoring 'native' is for models with their own calibrated heads (OWL); use softmax or sigmoid")
-    clip = ClipModel.load(locate(cfg.name, cfg.weights).path, device, dtype)
+    clip = ClipModel.load(locate(cfg.name, cfg.weights).path, device, dtype, compile=cfg.compile)
     scorer = Scorer(
         mode=cfg.scoring,
         logit_scale=cfg.logit_scale or clip.logit_scale,

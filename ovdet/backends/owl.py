@@ -24,7 +24,7 @@ import torch
 
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
 from ..errors import OvdetError
-from ..runtime import lower_precision
+from ..runtime import compile_module, lower_precision
 from ..weights import load_checkpoint
 from .base import RegionScores
 
@@ -34,7 +34,8 @@ MODEL_TYPES = ("owlvit", "owlv2")
 class OwlBackend:
     """Wraps `OwlViTForObjectDetection` / `Owlv2ForObjectDetection` and its processor."""
 
-    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32, identity: str = ""):
+    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32, identity: str = "",
+                 compile: bool = False):
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = device
@@ -46,14 +47,16 @@ class OwlBackend:
         # the ViT towers (and the image-embedding layer norm) in `dtype`; box, class and
         # objectness heads and the box-bias grid stay fp32
         lower_precision([self.clip.vision_model, self.clip.text_model, self.clip.text_projection, model.layer_norm], dtype)
+        if compile:
+            self.clip.vision_model = compile_module(self.clip.vision_model)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype) -> "OwlBackend":
+    def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype, compile: bool = False) -> "OwlBackend":
         """Load a checkpoint folder (hub snapshot or `save_pretrained` output)."""
         from transformers import AutoModelForZeroShotObjectDetection
 
         model, processor, identity = load_checkpoint(Path(path), AutoModelForZeroShotObjectDetection, "OWL")
-        return cls(model, processor, device, dtype, identity=identity)
+        return cls(model, processor, device, dtype, identity=identity, compile=compile)
 
     @property
     def name(self) -> str:
