@@ -207,8 +207,15 @@ def load_config(source: str | Path | Mapping[str, Any], **overrides: Any) -> Det
     check_keys(data, where)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     check_keys(overrides, "overrides")
+    final = {**data, **overrides}
+    preset = final.get("name")
+    if preset in preset_names() and "name" not in overrides:
+        # `name` selects the weights/<name>/ folder: keep it only while the weights are the
+        # preset's own, so `base: owlv2-b16` + other weights never loads OWLv2's folder
+        if final.get("weights", "") != read_yaml(presets_dir() / f"{preset}.yaml").get("weights", ""):
+            final["name"] = ""
     try:
-        return DetectorConfig(**{**data, **overrides})
+        return DetectorConfig(**final)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

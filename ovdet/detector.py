@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -71,6 +73,7 @@ class Detector:
         self.config = config
         self.templates = resolve_templates(config.templates)
         self.class_thresholds = load_class_thresholds(config.class_thresholds) if config.class_thresholds else {}
+        self._warned: set[str] = set()  # class-threshold names already reported as unknown
         cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
         # resolved through the backend at call time, so tests and tools may wrap encode_text
         self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache)
@@ -116,12 +119,26 @@ class Detector:
         return names, negs
 
     def _thresholds(self, names: Sequence[str], threshold: float | None) -> float | torch.Tensor:
+        """The global threshold, or a (C,) tensor when per-class thresholds are configured.
+
+        Class names match case-insensitively (as duplicates are judged); names in the file
+        that are not in this vocabulary are reported once, with the closest class name, since
+        a typo would otherwise silently fall back to the global threshold."""
         thr = self.config.threshold if threshold is None else float(threshold)
         if not 0.0 <= thr <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {thr}")
         if not self.class_thresholds:
             return thr
-        return torch.tensor([self.class_thresholds.get(n, thr) for n in names], device=self.device)
+        by_key = {k.casefold(): v for k, v in self.class_thresholds.items()}
+        vocab = {n.casefold(): n for n in names}
+        unknown = [k for k in self.class_thresholds if k.casefold() not in vocab and k not in self._warned]
+        for key in unknown:
+            self._warned.add(key)
+            close = difflib.get_close_matches(key.casefold(), list(vocab), n=1, cutoff=0.6)
+            hint = f" (did you mean {vocab[close[0]]!r}?)" if close else ""
+            warnings.warn(f"class_thresholds: {key!r} is not in the vocabulary{hint}; its threshold is unused",
+                          stacklevel=3)
+        return torch.tensor([by_key.get(n.casefold(), thr) for n in names], device=self.device)
 
     # -- detection ----------------------------------------------------------------------------
     def detect(

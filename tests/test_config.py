@@ -87,3 +87,15 @@ def test_resolve_config_for_folders_and_hub_ids(tiny_owlv2, tiny_owlvit, tmp_pat
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="without config.json"):
         resolve_config(str(tmp_path / "empty"))
+
+
+def test_other_weights_do_not_inherit_the_preset_folder(tmp_path):
+    """weights/<name>/ is looked up by preset name: a config that swaps the weights must not
+    keep the name, or it would load the preset's checkpoint instead of its own."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: owlv2-b16\nweights: google/owlvit-base-patch32\n")
+    assert load_config(path).name == ""
+    assert load_config("owlv2-b16", weights="/some/folder").name == ""
+    assert load_config("owlv2-b16", threshold=0.3).name == "owlv2-b16"
+    (tmp_path / "same.yaml").write_text("base: owlv2-b16\nthreshold: 0.4\n")
+    assert load_config(tmp_path / "same.yaml").name == "owlv2-b16"

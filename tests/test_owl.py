@@ -181,6 +181,11 @@ def test_per_class_thresholds_from_yaml(tiny_owlv2, chelsea_path, tmp_path):
     assert (plain.class_ids == 0).sum() > 0
     assert (strict.class_ids == 0).sum() == (plain.scores[plain.class_ids == 0] > 0.99).sum()
     assert (strict.class_ids == 1).sum() == (plain.class_ids == 1).sum()  # other classes untouched
+    (tmp_path / "case.yaml").write_text("CAT: 0.99\ndgo: 0.5\n")
+    with pytest.warns(UserWarning, match="'dgo' is not in the vocabulary .did you mean 'dog'"):
+        cased = Detector.from_pretrained(str(tiny_owlv2), class_thresholds=str(tmp_path / "case.yaml"), **base).detect(
+            chelsea_path, ["cat", "dog"])
+    np.testing.assert_array_equal(cased.class_ids, strict.class_ids)  # "CAT" applies to "cat"
     (tmp_path / "bad.yaml").write_text("cat: 2\n")
     from ovdet.errors import ConfigError
 

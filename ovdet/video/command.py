@@ -140,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
     )
     jsonl = None
     try:
-        jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
         detector = Detector.from_config(cfg)
+        # opened only once the model has loaded: a failed start must not truncate old results
+        jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
         frames = stream(detector, reader, names, track=args.track, every=args.every,
                         batch_size=cfg.batch_size, smooth=args.smooth, max_frames=args.max_frames)
     except BaseException:
