@@ -262,6 +262,10 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
         ('{"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}], '
          '"annotations": [{"id": 0, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1}]}',
          "positive integer 'id'"),
+        ('{"images": [{"id": 1}], "categories": ["cat"], "annotations": []}', "category #1 has no integer 'id'"),
+        ('{"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}], '
+         '"annotations": [{"id": 1, "image_id": [1], "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1}]}',
+         "image id [1]"),
     ],
 )
 def test_bad_annotations(tmp_path, content, expected):
@@ -286,6 +290,9 @@ def test_bad_results(coco, tmp_path):
     with pytest.raises(ResultsError) as exc:
         check_results([dict(good[0], score=float("nan"))], coco, "r.json")
     assert "finite" in one_line(exc)
+    with pytest.raises(ResultsError) as exc:
+        check_results([dict(good[0], image_id=[good[0]["image_id"]])], coco, "r.json")
+    assert "'image_id' must be an integer id" in one_line(exc)
     with pytest.raises(ResultsError) as exc:
         load_results(coco.path, coco)
     assert "annotation file, not results" in one_line(exc)

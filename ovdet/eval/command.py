@@ -25,6 +25,7 @@ DEFAULT_MODEL = "owlv2-b16"
 # preset's display threshold; the per-image cap (--max-det) is what bounds the output.
 EVAL_THRESHOLD = 0.001
 MAX_DETS = {"coco": 100, "ov-coco": 100, "lvis": 300}
+FIXED_AP_MAX_DETS = 1000  # per image, before the 10,000-per-class cap of LVIS Fixed AP
 RUN_ONLY = ("limit", "resume", "results_out", "classes_from")  # besides the model flags
 
 EXAMPLES = """examples:
@@ -146,7 +147,9 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str):
     model = args.model or DEFAULT_MODEL
     overrides = {k: v for k, v in cli._overrides(args).items() if v is not None}
     overrides.setdefault("threshold", EVAL_THRESHOLD)
-    overrides.setdefault("max_detections", MAX_DETS[protocol])
+    # Fixed AP caps detections per class over the dataset, not per image: allow many per image
+    fixed = protocol == "lvis" and args.lvis_mode == "fixed"
+    overrides.setdefault("max_detections", FIXED_AP_MAX_DETS if fixed else MAX_DETS[protocol])
     overrides.setdefault("multi_label", True)  # AP ranks (box, class) pairs; one label per box loses recall
     config = resolve_config(model, device=args.device, **overrides)
     detector = Detector.from_config(config)

@@ -119,10 +119,10 @@ def load_dataset(path: str | Path) -> Dataset:
         raise AnnotationError(f"{path} lists no categories")
 
     image_ids = _unique_ids(path, data["images"], "image")
+    category_ids = _unique_ids(path, data["categories"], "category")  # also checks each is an object
     for i, cat in enumerate(data["categories"]):
         if not isinstance(cat.get("name"), str) or not cat["name"].strip():
             raise AnnotationError(f"{path}: category #{i + 1} has no name")
-    category_ids = _unique_ids(path, data["categories"], "category")
     ann_ids = set()
     for i, ann in enumerate(data["annotations"]):
         where = f"{path}: annotation #{i + 1}"
@@ -137,9 +137,9 @@ def load_dataset(path: str | Path) -> Dataset:
         if aid in ann_ids:
             raise AnnotationError(f"{where}: duplicate annotation id {aid}")
         ann_ids.add(aid)
-        if ann.get("image_id") not in image_ids:
+        if not _is_int(ann.get("image_id")) or ann["image_id"] not in image_ids:
             raise AnnotationError(f"{where} refers to image id {ann.get('image_id')!r}, which is not in 'images'")
-        if ann.get("category_id") not in category_ids:
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in category_ids:
             raise AnnotationError(
                 f"{where} refers to category id {ann.get('category_id')!r}, which is not in 'categories'"
             )
@@ -205,6 +205,9 @@ def check_results(results: Any, dataset: Dataset, source: str = "results") -> li
             )
         if not _is_number(det["score"]):
             raise ResultsError(f"{where}: 'score' must be a finite number, got {det['score']!r}")
+        for key in ("image_id", "category_id"):
+            if not _is_int(det[key]):
+                raise ResultsError(f"{where}: {key!r} must be an integer id, got {det[key]!r}")
         if det["image_id"] not in image_ids:
             bad_images.append(det["image_id"])
         if det["category_id"] not in category_ids:

@@ -89,11 +89,9 @@ def vocabulary(categories: Sequence[dict], classes_from: str | Path | None = Non
                     raise ClassesFileError(f"{path} has no name for category id {cat['id']} ({cat['name']!r})")
                 names.append(by_id[cat["id"]])
     else:
-        if not path.is_file():
-            raise ClassesFileError(f"{path}: file not found")
-        names = path.read_text(encoding="utf-8").splitlines()
-        while names and not names[-1].strip():
-            names.pop()  # trailing blank lines, e.g. a final newline
+        from ..text import load_vocabulary  # the same text format as every other command
+
+        names = load_vocabulary(path)
     if len(names) != len(categories) or not all(isinstance(n, str) for n in names):
         raise ClassesFileError(
             f"{path} gives {len(names)} name(s) for {len(categories)} categories: "
