@@ -45,11 +45,13 @@ class TextEmbeddingCache:
             return None
 
     def save(self, key: str, embeds: torch.Tensor) -> None:
+        tmp = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.directory)
             with os.fdopen(fd, "wb") as fh:
                 np.save(fh, embeds.detach().float().cpu().numpy(), allow_pickle=False)
             os.replace(tmp, self.directory / f"{key}.npy")
-        except OSError:
-            pass  # a read-only or full disk only costs a recomputation next time
+        except OSError:  # a read-only or full disk only costs a recomputation next time
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)

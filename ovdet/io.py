@@ -23,6 +23,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 # PIL refuses images above ~179 Mpx as decompression bombs; ovdet resizes every image to the
 # model's input anyway, so allow large photos (e.g. 100 Mpx panoramas) but keep a ceiling.
 MAX_IMAGE_PIXELS = 400_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # once, at import: the setting is process-wide
 
 
 def _to_uint8_rgb(arr: np.ndarray) -> np.ndarray:
@@ -87,8 +88,6 @@ def load_image(image: Any) -> np.ndarray:
             raise ImageReadError(f"image not found: {path}")
         if path.is_dir():
             raise ImageReadError(f"expected an image file, got a directory: {path}")
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
         try:
             with Image.open(path) as img:
                 img.load()
@@ -97,8 +96,6 @@ def load_image(image: Any) -> np.ndarray:
             raise ImageReadError(f"image too large ({exc}); ovdet reads up to {MAX_IMAGE_PIXELS:,} pixels: {path}") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageReadError(f"cannot read image {path}: {exc}") from exc
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
     raise ImageReadError(f"unsupported image type {type(image).__name__}: pass a path, PIL image or numpy array")
 
 

@@ -12,6 +12,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from .boxes import clip_to_image
 from .errors import OvdetError
 
 
@@ -98,7 +99,8 @@ class WindowProposer:
 
 
 def given_boxes(boxes, height: int, width: int) -> Proposals:
-    """User-supplied boxes for one image: (N, 4) xyxy pixels -> Proposals (objectness 1).
+    """User-supplied boxes for one image: (N, 4) xyxy pixels -> Proposals (objectness 1),
+    clipped to the image.
 
     Raises `OvdetError` for malformed boxes (wrong shape, x2 <= x1, outside the image)."""
     try:
@@ -116,4 +118,5 @@ def given_boxes(boxes, height: int, width: int) -> Proposals:
     outside = ~_valid(t, height, width)
     if outside.any():
         raise OvdetError(f"box {arr[outside.numpy()][0].tolist()} lies outside the {width}x{height} image")
-    return Proposals(boxes=t, objectness=torch.ones(len(t)))
+    # boxes reaching past the border are scored (and reported) as their part inside the image
+    return Proposals(boxes=clip_to_image(t, height, width), objectness=torch.ones(len(t)))

@@ -159,7 +159,8 @@ def download_preset(cfg, root: Path, main_dir: Path | None = None) -> list[tuple
             if source.endswith(".pt"):  # an ultralytics release asset, e.g. yolov8s-worldv2.pt
                 from .backends.yolo import download_yolo_asset
 
-                done.append((source, download_yolo_asset(source, root)))  # weights/<file>.pt
+                # weights/<file>.pt, where find_yolo_weights looks (or the --to folder)
+                done.append((source, download_yolo_asset(source, main_dir if source == cfg.weights and main_dir else root)))
             else:
                 done.append((source, fetch(source, local_dir=dest)))
         except WeightsNotFoundError:

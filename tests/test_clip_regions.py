@@ -194,6 +194,11 @@ def test_malformed_boxes_are_user_errors(boxes, message):
         given_boxes(boxes, 300, 451)
 
 
+def test_given_boxes_are_clipped_to_the_image():
+    props = given_boxes([[-40, -40, 20, 20], [100, 100, 600, 400]], 300, 451)
+    assert props.boxes.tolist() == [[0, 0, 20, 20], [100, 100, 451, 300]]
+
+
 def test_boxes_only_preset_needs_boxes(tiny_clip, chelsea):
     with pytest.raises(OvdetError, match="given boxes only"):
         boxes_detector(tiny_clip).detect(chelsea, ["cat"])

@@ -28,8 +28,6 @@ from ..runtime import compile_module, lower_precision
 from ..weights import load_checkpoint
 from .base import RegionScores
 
-MODEL_TYPES = ("owlvit", "owlv2")
-
 
 class OwlBackend:
     """Wraps `OwlViTForObjectDetection` / `Owlv2ForObjectDetection` and its processor."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -77,8 +78,10 @@ def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[d
         for entry in data:
             dets = [{"box": [float(v) for v in d["box"]], "score": float(d["score"]), "class_name": str(d["class_name"])}
                     for d in entry["detections"]]
-            if any(len(d["box"]) != 4 for d in dets):
-                raise ValueError(f"a box of {entry['image']} is not [x1, y1, x2, y2]")
+            for d in dets:
+                box = d["box"]
+                if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+                    raise ValueError(f"box {box} of {entry['image']} is not [x1, y1, x2, y2] with x2 > x1, y2 > y1")
             by_key[str(entry["image"])] = dets
             by_key.setdefault(Path(str(entry["image"])).name, dets)
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -159,7 +159,7 @@ class FrameTracker:
         if self._smoother is not None:
             self._smoother.forget(set(self._tracker.tracked_objects.tracker_id.tolist()) | set(seen))
         self._last, self._last_index, self._velocity = tracked, index, velocity
-        return tracked
+        return tracked.sorted()  # ByteTrack returns its own order; callers get best-first
 
     def carry(self, index: int, image_size: tuple[int, int] | None = None) -> Detections:
         """Boxes for frame `index`, which the detector skipped: the last result moved on."""
