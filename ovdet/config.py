@@ -17,6 +17,12 @@ import yaml
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+# keys that only some backends read: setting them elsewhere is an error, not a silent no-op
+BACKEND_ONLY = {
+    **{key: ("clip",) for key in ("proposer", "proposer_weights", "proposals", "region_mode", "crop_context",
+                                  "dense_size", "logit_scale", "background_similarity", "objectness_weight")},
+    "text_weights": ("yolo_world",),
+}
 CHOICES = {
     "precision": PRECISIONS,
     "proposer": ("", "owlv2", "yolo", "windows", "boxes"),
@@ -129,6 +135,12 @@ class DetectorConfig:
             raise ConfigError(f"crop_context must be >= 1 (1 = tight crops), got {self.crop_context}")
         if not 0.0 <= self.objectness_weight <= 1.0:
             raise ConfigError(f"objectness_weight must be in [0, 1], got {self.objectness_weight}")
+        defaults = DetectorConfig.__dataclass_fields__
+        for key, backends in BACKEND_ONLY.items():
+            if self.backend not in backends and getattr(self, key) != defaults[key].default:
+                raise ConfigError(f"{key} has no effect with backend {self.backend!r} (it is for backend {' or '.join(backends)})")
+        if self.backend in ("owl", "yolo_world") and self.scoring != "native":
+            raise ConfigError(f"backend {self.backend!r} scores with its own calibrated head: scoring must be 'native'")
 
     def replace(self, **changes: Any) -> "DetectorConfig":
         """A copy with `changes` applied; unknown keys are rejected like in files."""

@@ -99,3 +99,15 @@ def test_other_weights_do_not_inherit_the_preset_folder(tmp_path):
     assert load_config("owlv2-b16", threshold=0.3).name == "owlv2-b16"
     (tmp_path / "same.yaml").write_text("base: owlv2-b16\nthreshold: 0.4\n")
     assert load_config(tmp_path / "same.yaml").name == "owlv2-b16"
+
+
+def test_every_preset_loads_and_backend_specific_keys_are_checked():
+    for name in preset_names():
+        cfg = load_config(name)
+        assert cfg.name == name and cfg.description
+    with pytest.raises(ConfigError, match="region_mode has no effect with backend 'owl'"):
+        load_config("owlv2-b16", region_mode="pooled")
+    with pytest.raises(ConfigError, match="scoring must be 'native'"):
+        load_config("owlv2-b16", scoring="softmax")
+    with pytest.raises(ConfigError, match="text_weights has no effect"):
+        load_config("clip-b32", text_weights="openai/clip-vit-base-patch32")
