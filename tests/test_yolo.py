@@ -122,6 +122,18 @@ def test_yolo_world_runs_on_ovdet_text_embeddings(world, images):
     assert_offline()
 
 
+def test_multi_label_reports_a_box_under_several_classes(world, images, monkeypatch):
+    embeds = world.encode_text(["cat", "dog", "a red bus"])
+    monkeypatch.setattr(world, "max_det", 100_000)  # no top-k: every pair NMS keeps
+    single = world.predict(images[:1], embeds)[0]
+    monkeypatch.setattr(world, "multi_label", True)
+    multi = world.predict(images[:1], embeds)[0]
+    assert len(multi.boxes) > len(single.boxes)
+    assert ((multi.scores > 0).sum(dim=1) == 1).all()  # one (box, class) pair per row
+    # the random network scores every class alike, so some box must come back for two classes
+    assert len(torch.unique(multi.boxes, dim=0)) < len(multi.boxes)
+
+
 def test_changing_the_vocabulary_changes_classes_without_download(world, images):
     two = world.encode_text(["cat", "dog"])
     five = world.encode_text(["cat", "dog", "bus", "person", "stroller"])

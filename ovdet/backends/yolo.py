@@ -339,7 +339,7 @@ class _YoloRunner:
         return self.model(x)
 
     def postprocess(self, preds, input_shape: Sequence[int], images: Sequence[np.ndarray], conf: float, iou: float,
-                    agnostic: bool, max_det: int) -> list[torch.Tensor]:
+                    agnostic: bool, max_det: int, multi_label: bool = False) -> list[torch.Tensor]:
         """Raw output -> per image (N, 6) float32 [x1, y1, x2, y2, confidence, class] in the
         original image's pixels (clipped to it), best first: ultralytics' NMS and box scaling,
         called as its detection predictor calls them."""
@@ -353,6 +353,7 @@ class _YoloRunner:
             conf_thres=conf,
             iou_thres=iou,
             agnostic=agnostic,
+            multi_label=multi_label,  # a box once per class above conf (what AP rewards)
             max_det=max_det,
             nc=int(self.head.nc),  # segment/pose heads carry extra channels after the classes
             end2end=self.end2end,
@@ -366,13 +367,14 @@ class _YoloRunner:
             out.append(det)
         return out
 
-    def run(self, images: Sequence[np.ndarray], conf: float, iou: float, agnostic: bool, max_det: int) -> list[torch.Tensor]:
+    def run(self, images: Sequence[np.ndarray], conf: float, iou: float, agnostic: bool, max_det: int,
+            multi_label: bool = False) -> list[torch.Tensor]:
         """RGB images -> per image (N, 6) [x1, y1, x2, y2, confidence, class] (see `postprocess`)."""
         if self.end2end:  # NMS-free heads (YOLOv10, YOLO26) rank their top-k inside the network
             self.head.max_det = max_det
             self.head.agnostic_nms = agnostic
         x = self.preprocess(images)
-        return self.postprocess(self.forward(x), x.shape[2:], images, conf, iou, agnostic, max_det)
+        return self.postprocess(self.forward(x), x.shape[2:], images, conf, iou, agnostic, max_det, multi_label)
 
 
 def _check_images(images: Sequence[np.ndarray]) -> None:
@@ -443,7 +445,7 @@ class YoloWorldBackend:
 
     def __init__(self, model, text: ClipModel, device: torch.device, conf: float = 0.001, iou: float = 0.7,
                  agnostic: bool = False, max_det: int = 300, imgsz: int = DEFAULT_IMGSZ, half: bool = False,
-                 weights: str = ""):
+                 weights: str = "", multi_label: bool = False):
         ultralytics_offline()
         from ultralytics.nn.tasks import WorldModel
 
@@ -464,6 +466,7 @@ class YoloWorldBackend:
         self.device = device
         self.identity = text.identity  # the text tower alone decides the class embeddings
         self.conf, self.iou, self.agnostic, self.max_det = float(conf), float(iou), bool(agnostic), int(max_det)
+        self.multi_label = bool(multi_label)
         self.runner = _YoloRunner(model, device, imgsz, half)
         self._text_set: torch.Tensor | None = None  # the class embeddings now in the model
 
@@ -505,7 +508,7 @@ class YoloWorldBackend:
         _check_images(images)
         self.set_text(class_embeds)
         c = len(class_embeds)
-        dets = self.runner.run(images, self.conf, self.iou, self.agnostic, self.max_det) if images else []
+        dets = self.runner.run(images, self.conf, self.iou, self.agnostic, self.max_det, self.multi_label) if images else []
         out = []
         for det, im in zip(dets, images):
             h, w = im.shape[:2]
@@ -522,6 +525,7 @@ def build_yolo_world(cfg: DetectorConfig, device: torch.device, dtype: torch.dty
     return YoloWorldBackend.load(
         path, text_path, device, dtype,
         iou=cfg.nms_iou, agnostic=cfg.class_agnostic_nms, max_det=max(cfg.max_detections, 300),
+        multi_label=cfg.multi_label,
     )
 
 
