@@ -49,5 +49,8 @@ def save_image(image_rgb: np.ndarray, path: Path) -> None:
     """Write an RGB array; the format follows the suffix (.jpg, .png...)."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_rgb).save(path)
+    from .io import atomic_output
+
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
+    with atomic_output(path) as tmp:
+        Image.fromarray(image_rgb).save(tmp, format=fmt)

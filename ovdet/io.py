@@ -6,6 +6,7 @@ and 16-bit images are handled in one place.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -116,21 +117,29 @@ def expand_image_args(args: Iterable[str]) -> Iterator[str]:
             yield arg
 
 
-def write_json_atomic(path: str | Path, payload: Any, indent: int | None = None) -> Path:
-    """Write JSON through a temporary file in the same folder and `os.replace` it into place,
-    so an interrupted run never leaves a truncated file behind."""
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Write a result file through a temporary file in the same folder, moved into place with
+    `os.replace` only when the `with` block succeeds: an interrupted run never leaves a
+    truncated file behind. Yields the temporary path (its suffix ends in `.tmp`, so pass the
+    format explicitly to writers that guess it from the name)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # a named temporary opened with "x" gets the usual umask permissions (mkstemp's are 0600)
+    # a plain open with "x" gets the usual umask permissions (mkstemp's are 0600)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, payload: Any, indent: int | None = None) -> Path:
+    """JSON written through `atomic_output` (flushed to disk before it replaces `path`)."""
+    with atomic_output(path) as tmp:
         with open(tmp, "x", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=indent)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return Path(path)

@@ -92,3 +92,17 @@ def test_expand_image_args(tmp_path):
     assert list(expand_image_args([str(tmp_path / "*.jpg")])) == [str(tmp_path / "b.jpg")]
     # a pattern or name that matches nothing is passed on, so it gets reported, not dropped
     assert list(expand_image_args([str(tmp_path / "*.gif"), "nope.jpg"])) == [str(tmp_path / "*.gif"), "nope.jpg"]
+
+
+def test_atomic_output_leaves_no_partial_file(tmp_path):
+    from ovdet.io import atomic_output, write_json_atomic
+
+    target = tmp_path / "sub" / "r.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text().strip() == '{"a": 1}'
+    assert sorted(p.name for p in target.parent.iterdir()) == ["r.json"]  # no temporary left
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # umask permissions, not mkstemp's

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import OvdetError
+from ..io import atomic_output
 
 NO_GROUP = "all"  # the single group when no groups file is given
 MIN_EXPECTED = 5  # the usual rule of thumb for the chi-square approximation
@@ -261,8 +262,7 @@ def summarise(rows: Sequence[AuditRow], class_names: Sequence[str]) -> AuditSumm
 def write_predictions_csv(rows: Sequence[AuditRow], class_names: Sequence[str], path: str | Path) -> Path:
     """image, group, p_<class> for each class, top_class: one row per image."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(path) as tmp, open(tmp, "x", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["image", "group"] + [f"p_{n}" for n in class_names] + ["top_class"])
         for r in rows:
@@ -274,9 +274,8 @@ def write_summary_csv(summary: AuditSummary, path: str | Path) -> Path:
     """One row per group: n, then per class the top-class count, its share and the mean
     probability; the chi-square result is repeated on every row so the file stands alone."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names, t = summary.class_names, summary.chi2
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output(path) as tmp, open(tmp, "x", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["group", "n"] + [f"top_{n}" for n in names] + [f"share_{n}" for n in names]
                    + [f"mean_p_{n}" for n in names] + ["chi2", "dof", "p_value", "cramers_v", "low_expected_cells"])
@@ -322,7 +321,8 @@ def bar_chart(summary: AuditSummary, path: str | Path) -> Path:
     if summary.chi2.warning():
         caption += f"\ncaution: {summary.chi2.low_expected} of {summary.chi2.cells} expected counts < {MIN_EXPECTED}; p-value unreliable"
     fig.suptitle(caption, fontsize=9)
-    fig.savefig(path, format="png", dpi=100)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_output
 from .coco import Evaluation
 
 GROUPS = {
@@ -115,5 +116,6 @@ def plot_pr(evaluation: Evaluation, out_dir: str | Path, title: str | None = Non
         ax.legend(loc="lower left", fontsize="small")
     fig.tight_layout()
     path = out / "pr_curve.png"
-    fig.savefig(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path

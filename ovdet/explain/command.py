@@ -97,9 +97,11 @@ def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[d
 
 def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) -> None:
     from ..draw import annotate, save_image
+    from ..io import atomic_output
     from . import overlay
 
-    np.save(png.with_suffix(".npy"), relevance.astype(np.float32))
+    with atomic_output(png.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, relevance.astype(np.float32))
     picture = overlay(image, relevance)
     save_image(annotate(picture, dets) if dets is not None else picture, png)
 
