@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # keys that only some backends read: setting them elsewhere is an error, not a silent no-op
@@ -181,7 +181,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(f"cannot read config {path}: {reason}") from exc
     if data is None:
         data = {}

@@ -46,6 +46,9 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
             raise ConfigError(f"{path} is a folder without config.json: not a checkpoint saved with save_pretrained")
         _, base = backend_for_model_type(model_type_of(path), str(path))
         return load_config(base, **{"name": "", "weights": str(path), "description": "", **overrides})
+    if weights_mod.looks_like_hub_id(text) and Path(text.split("/")[0]).is_dir():
+        # "tiny/owlv2" where ./tiny exists is a mistyped folder, not a hub id to download
+        raise ConfigError(f"model not found: {text} does not exist (the folder {text.split('/')[0]}/ does)")
     if weights_mod.looks_like_hub_id(text):
         lowered = text.lower()
         # longest model-type names first, so "owlvit" wins over any shorter name inside it

@@ -25,3 +25,10 @@ class ImageReadError(OvdetError, OSError):
 
 class WeightsNotFoundError(OvdetError, FileNotFoundError):
     """A checkpoint is not on disk and could not be downloaded."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): library
+    errors are often multi-line, and ovdet reports errors in one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

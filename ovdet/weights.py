@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WeightsNotFoundError
+from .errors import WeightsNotFoundError, first_line
 
 CHECKPOINT_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model"]
 FALLBACK_PATTERNS = ["pytorch_model.bin"]
@@ -115,7 +115,7 @@ def locate(name: str, weights: str, download: bool = True) -> Located:
             try:
                 return Located(fetch(weights), "download")
             except Exception as exc:  # network errors come in many types; report, don't crash
-                looked.append(f"the hub ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})")
+                looked.append(f"the hub ({type(exc).__name__}: {first_line(exc)[:120]})")
         elif download:
             looked.append("the hub (skipped: HF_HUB_OFFLINE=1)")
     label = name or weights or "<no weights configured>"
@@ -166,8 +166,7 @@ def download_preset(cfg, root: Path, main_dir: Path | None = None) -> list[tuple
         except WeightsNotFoundError:
             raise
         except Exception as exc:  # network and hub errors come in many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsNotFoundError(f"cannot download {source} to {dest}: {first}") from exc
+            raise WeightsNotFoundError(f"cannot download {source} to {dest}: {first_line(exc)}") from exc
     return done
 
 
@@ -200,6 +199,5 @@ def load_checkpoint(path: Path, model_class, what: str):
         processor = AutoProcessor.from_pretrained(str(path))
         model = model_class.from_pretrained(str(path))
     except (OSError, ValueError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsNotFoundError(f"cannot load {what} checkpoint from {path}: {first}") from exc
+        raise WeightsNotFoundError(f"cannot load {what} checkpoint from {path}: {first_line(exc)}") from exc
     return model, processor, checkpoint_identity(Path(path))

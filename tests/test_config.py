@@ -73,7 +73,7 @@ def test_replace_rejects_unknown_keys():
         cfg.replace(thresh=0.5)
 
 
-def test_resolve_config_for_folders_and_hub_ids(tiny_owlv2, tiny_owlvit, tmp_path):
+def test_resolve_config_for_folders_and_hub_ids(tiny_owlv2, tiny_owlvit, tmp_path, monkeypatch):
     cfg = resolve_config(str(tiny_owlv2), threshold=0.05)
     assert cfg.weights == str(tiny_owlv2) and cfg.name == "" and cfg.threshold == 0.05
     assert cfg.templates == load_config("owlv2-b16").templates  # family defaults come from the preset
@@ -84,6 +84,10 @@ def test_resolve_config_for_folders_and_hub_ids(tiny_owlv2, tiny_owlvit, tmp_pat
         resolve_config("someone/some-model")
     with pytest.raises(ConfigError, match="model not found"):
         resolve_config(str(tmp_path / "no-such-folder"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    with pytest.raises(ConfigError, match="model not found: tiny/owlv2 does not exist"):
+        resolve_config("tiny/owlv2")  # a mistyped local folder is never sent to the hub
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="without config.json"):
         resolve_config(str(tmp_path / "empty"))

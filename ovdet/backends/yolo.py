@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..boxes import clip_to_image
 from ..clip import ClipModel
 from ..config import DetectorConfig
-from ..errors import ConfigError, OvdetError, WeightsNotFoundError
+from ..errors import ConfigError, OvdetError, WeightsNotFoundError, first_line
 from ..proposers import Proposals
 from ..weights import locate, weights_dirs
 from .base import RegionScores
@@ -182,8 +182,7 @@ def _downloads_allowed():
 
 def _first_line(exc: BaseException) -> str:
     """An exception's first line without ultralytics' "ERROR ❌" decorations."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
+    line = first_line(exc)
     line = line.replace("ERROR", "", 1) if line.startswith("ERROR") else line
     return line.lstrip(" ❌️⚠\ufe0f:").strip() or type(exc).__name__
 

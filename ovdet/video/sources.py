@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, first_line
 from ..io import IMAGE_EXTENSIONS, load_image
 from .errors import SourceError, SourceOpenError
 
@@ -229,8 +229,7 @@ def open_source(source: Source, factory: CaptureFactory | None = None, timeout: 
     try:
         cap = factory(source) if factory is not None else open_capture(source, timeout)
     except Exception as exc:  # cv2.error, OSError, a test's injected failure...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _open_failure(source, first, timeout) from exc
+        raise _open_failure(source, first_line(exc), timeout) from exc
     if cap is None or not cap.isOpened():
         if cap is not None:
             release(cap)
