@@ -14,14 +14,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ImageReadError, OvdetError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ImageReadError, OvdetError
 from .audit import command as audit_command  # light: no torch at import
 from .eval import command as eval_command  # light: no torch or pycocotools at import
 from .explain import command as explain_command
 from .io import write_json_atomic
 from .video import command as video_command
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(OvdetError):

@@ -6,6 +6,12 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+# process exit statuses of every `ovdet` command
+EXIT_OK = 0  # done
+EXIT_PARTIAL = 1  # done, but some inputs were skipped (each reported)
+EXIT_USAGE = 2  # user error: one line on stderr
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (what shells report for SIGINT)
+
 
 class OvdetError(Exception):
     """A problem with the user's input or environment, explained in one line."""

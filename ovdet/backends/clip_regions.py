@@ -30,6 +30,14 @@ CLIP_MEAN_RGB = (122, 116, 104)  # padding colour: CLIP's normalisation mean, i.
 CROP_BATCH = 64  # crops per image-tower pass
 
 
+def square_geometry(box: Sequence[float], context: float = 1.0) -> tuple[int, int, int]:
+    """(left, top, side) in pixels of the square cut around an xyxy box: side = max(w, h) *
+    context (at least 1 px), centred on the box, rounded to whole pixels."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(int(round(max(x2 - x1, y2 - y1) * context)), 1)
+    return int(round((x1 + x2) / 2 - side / 2)), int(round((y1 + y2) / 2 - side / 2)), side
+
+
 def square_crops(image: np.ndarray, boxes: torch.Tensor, context: float = 1.0) -> list[np.ndarray]:
     """Square crops around boxes.
 
@@ -42,10 +50,8 @@ def square_crops(image: np.ndarray, boxes: torch.Tensor, context: float = 1.0) -
     """
     h, w = image.shape[:2]
     crops = []
-    for x1, y1, x2, y2 in boxes.tolist():
-        side = max(int(round(max(x2 - x1, y2 - y1) * context)), 1)
-        left = int(round((x1 + x2) / 2 - side / 2))
-        top = int(round((y1 + y2) / 2 - side / 2))
+    for box in boxes.tolist():
+        left, top, side = square_geometry(box, context)
         canvas = np.empty((side, side, 3), np.uint8)
         canvas[:] = CLIP_MEAN_RGB
         sx0, sy0 = max(left, 0), max(top, 0)

@@ -16,10 +16,9 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import ImageReadError, OvdetError
+from ..errors import EXIT_OK, EXIT_PARTIAL, ImageReadError, OvdetError
 from . import PROTOCOLS
 
-EXIT_OK, EXIT_PARTIAL = 0, 1
 DEFAULT_MODEL = "owlv2-b16"
 # AP rewards ranking many candidates, so evaluation keeps nearly all scores instead of the
 # preset's display threshold; the per-image cap (--max-det) is what bounds the output.

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends.clip_regions import pad_to_square, square_crops
+from ..backends.clip_regions import pad_to_square, square_crops, square_geometry  # noqa: F401 (re-exported)
 from ..cache import TextEmbeddingCache
 from ..clip import ClipModel
 from ..config import DetectorConfig
@@ -139,13 +139,6 @@ def normalise(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         return scaled
     out[mask] = scaled[mask]
     return out
-
-
-def square_geometry(box: Sequence[float], context: float = 1.0) -> tuple[int, int, int]:
-    """(left, top, side) of the square `square_crops` cuts around an xyxy box (same rounding)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    side = max(int(round(max(x2 - x1, y2 - y1) * context)), 1)
-    return int(round((x1 + x2) / 2 - side / 2)), int(round((y1 + y2) / 2 - side / 2)), side
 
 
 def box_mask(box: Sequence[float], height: int, width: int) -> np.ndarray:

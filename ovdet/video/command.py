@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import OvdetError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, OvdetError
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # as in ovdet.cli
 
 
 def _count(minimum: int):
