@@ -298,16 +298,22 @@ def cmd_weights(args: argparse.Namespace) -> int:
         rows = [("PRESET", "CHECKPOINT", "ON DISK", "DESCRIPTION")]
         for name in preset_names():
             cfg = load_config(name)
-            try:
-                if cfg.weights.endswith(".pt"):  # an ultralytics file, not a transformers folder
-                    from .backends.yolo import find_yolo_weights
+            found, missing = [], []
+            # every checkpoint the preset needs: main weights, proposer, separate text tower
+            for part, weights in (("", cfg.weights), ("proposer ", cfg.proposer_weights), ("text ", cfg.text_weights)):
+                if not weights:
+                    continue
+                try:
+                    if weights.endswith(".pt"):  # an ultralytics file, not a transformers folder
+                        from .backends.yolo import find_yolo_weights
 
-                    where = str(find_yolo_weights(cfg.weights, preset=cfg.name))
-                else:
-                    found = wmod.locate(cfg.name, cfg.weights, download=False)
-                    where = f"{found.source}: {found.path}"
-            except WeightsNotFoundError:
-                where = "no (ovdet weights download " + name + ")"
+                        found.append(f"{part}{find_yolo_weights(weights, preset=cfg.name if not part else '')}")
+                    else:
+                        located = wmod.locate(cfg.name if not part else "", weights, download=False)
+                        found.append(f"{part}{located.source}: {located.path}")
+                except WeightsNotFoundError:
+                    missing.append(f"{part}{weights}".strip())
+            where = f"no: {', '.join(missing)} (ovdet weights download {name})" if missing else "; ".join(found)
             rows.append((name, cfg.weights, where, cfg.description))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for r in rows:
