@@ -20,7 +20,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # keys that only some backends read: setting them elsewhere is an error, not a silent no-op
 BACKEND_ONLY = {
     **{key: ("clip",) for key in ("proposer", "proposer_weights", "proposals", "region_mode", "crop_context",
-                                  "dense_size", "logit_scale", "background_similarity", "objectness_weight")},
+                                  "dense_size", "logit_scale", "background_similarity")},
+    "objectness_weight": ("clip", "owl"),
     "text_weights": ("yolo_world",),
 }
 CHOICES = {
@@ -70,7 +71,8 @@ class DetectorConfig:
         logit_scale: similarity temperature; 0 = the model's own (100 for OpenAI CLIP).
         background_similarity: cosine similarity at which background wins (softmax) or the
             score is 0.5 (sigmoid).
-        objectness_weight: w in score = class_score^(1-w) * objectness^w.
+        objectness_weight: w in score = class_score^(1-w) * objectness^w (proposal objectness
+            for "clip"; OWLv2's objectness head for "owl"; 0 = off).
         device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
         precision: "fp32", "bf16", "fp16" (CUDA only) or "auto" (the default: bf16 where the
             hardware has fast bf16 matmuls, i.e. CUDA or CPUs with AMX/AVX512-BF16, else fp32).
@@ -103,7 +105,7 @@ class DetectorConfig:
     scoring: str = "native"
     logit_scale: float = 0.0
     background_similarity: float = 0.2
-    objectness_weight: float = 0.5
+    objectness_weight: float = 0.0
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False

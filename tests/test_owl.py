@@ -202,3 +202,20 @@ def test_compiled_tower_gives_the_same_detections(tiny_owlv2, chelsea_path):
     np.testing.assert_array_equal(got.class_ids, ref.class_ids)
     np.testing.assert_allclose(got.scores, ref.scores, atol=1e-4)
     np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1e-2)
+
+
+def test_owlv2_objectness_fusion_through_the_shared_scorer(tiny_owlv2, tiny_owlvit, chelsea_path):
+    kw = dict(threshold=0.0, nms_iou=1.0, max_detections=100_000, device="cpu", precision="fp32")
+    plain = Detector.from_pretrained(str(tiny_owlv2), **kw)
+    fused = Detector.from_pretrained(str(tiny_owlv2), objectness_weight=0.5, **kw)
+    image = [np.asarray(Image.open(chelsea_path))]
+    embeds = plain.class_embeddings(tuple(CLASSES))
+    native = plain.backend.predict(image, embeds)[0].scores
+    both = fused.backend.predict(image, embeds)[0].scores
+    backend = plain.backend
+    feats, _ = backend.image_features(backend.preprocess(image))
+    with torch.inference_mode():
+        objectness = torch.sigmoid(backend.model.objectness_predictor(feats))[0]
+    torch.testing.assert_close(both, (native * objectness[:, None]).sqrt(), atol=1e-6, rtol=1e-5)  # geometric mean
+    with pytest.raises(Exception, match="objectness head"):
+        Detector.from_pretrained(str(tiny_owlvit), objectness_weight=0.5)

@@ -17,7 +17,8 @@ from .base import Backend, RegionScores
 def _build_owl(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
     from .owl import OwlBackend  # imported lazily: transformers is slow to import
 
-    return OwlBackend.load(locate(cfg.name, cfg.weights).path, device, dtype, compile=cfg.compile)
+    return OwlBackend.load(locate(cfg.name, cfg.weights).path, device, dtype, compile=cfg.compile,
+                           objectness_weight=cfg.objectness_weight)
 
 
 def _build_clip(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:

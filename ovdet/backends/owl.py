@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
-from ..errors import OvdetError
+from ..errors import ConfigError, OvdetError
 from ..runtime import compile_module, lower_precision
 from ..weights import load_checkpoint
+from ..scoring import Scorer
 from .base import RegionScores
 
 
@@ -33,7 +34,7 @@ class OwlBackend:
     """Wraps `OwlViTForObjectDetection` / `Owlv2ForObjectDetection` and its processor."""
 
     def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32, identity: str = "",
-                 compile: bool = False):
+                 compile: bool = False, objectness_weight: float = 0.0):
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = device
@@ -47,14 +48,20 @@ class OwlBackend:
         lower_precision([self.clip.vision_model, self.clip.text_model, self.clip.text_projection, model.layer_norm], dtype)
         if compile:
             self.clip.vision_model = compile_module(self.clip.vision_model)
+        if objectness_weight and not hasattr(model, "objectness_predictor"):
+            raise ConfigError("objectness_weight needs OWLv2's objectness head; OWL-ViT v1 has none")
+        # native scores fused with OWLv2's objectness through the shared scorer (0 = off)
+        self.scorer = Scorer(objectness_weight=objectness_weight)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype, compile: bool = False) -> "OwlBackend":
+    def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype, compile: bool = False,
+             objectness_weight: float = 0.0) -> "OwlBackend":
         """Load a checkpoint folder (hub snapshot or `save_pretrained` output)."""
         from transformers import AutoModelForZeroShotObjectDetection
 
         model, processor, identity = load_checkpoint(Path(path), AutoModelForZeroShotObjectDetection, "OWL")
-        return cls(model, processor, device, dtype, identity=identity, compile=compile)
+        return cls(model, processor, device, dtype, identity=identity, compile=compile,
+                   objectness_weight=objectness_weight)
 
     @property
     def name(self) -> str:
@@ -118,13 +125,17 @@ class OwlBackend:
             raise OvdetError("OWL models predict their own boxes; to score given boxes use a CLIP preset (backend: clip)")
         feats, boxes = self.image_features(self.preprocess(images))
         logits = self.class_logits(feats, class_embeds)
+        objectness = None
+        if self.scorer.objectness_weight:
+            with torch.inference_mode():
+                objectness = torch.sigmoid(self.model.objectness_predictor(feats).float())
         out = []
         for i, image in enumerate(images):
             h, w = image.shape[:2]
             out.append(
                 RegionScores(
                     boxes=self.to_pixels(boxes[i], h, w),
-                    scores=torch.sigmoid(logits[i]),
+                    scores=self.scorer.fuse(torch.sigmoid(logits[i]), None if objectness is None else objectness[i]),
                     raw=logits[i],
                     image_size=(h, w),
                 )
