@@ -1,5 +1,7 @@
 import shutil
 
+import numpy as np
+
 import pytest
 
 from ovdet import Detector
@@ -65,3 +67,27 @@ def test_broken_checkpoint_folder_is_a_clear_error(isolated, tiny_owlv2):
     (broken / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(WeightsNotFoundError, match="cannot load OWL checkpoint"):
         Detector.from_pretrained(str(broken))
+
+
+def test_download_layout_is_where_lookup_finds_it(isolated, monkeypatch, tiny_owlv2, tiny_clip):
+    """`ovdet weights download` of a composite preset puts each checkpoint where `locate`
+    looks offline: the main one in weights/<preset>/, the OWLv2 proposer in weights/owlv2-b16/."""
+    from ovdet.config import load_config
+
+    fetched = []
+
+    def fake_fetch(repo_id, local_dir=None):  # the hub is unreachable here: copy tiny models
+        fetched.append(repo_id)
+        shutil.copytree(tiny_owlv2 if "owlv2" in repo_id else tiny_clip, local_dir)
+        return local_dir
+
+    monkeypatch.setattr(wmod, "fetch", fake_fetch)
+    cfg = load_config("clip-b32-owlv2-proposals")
+    done = wmod.download_preset(cfg, isolated / "weights")
+    assert fetched == ["openai/clip-vit-base-patch32", "google/owlv2-base-patch16-ensemble"]
+    assert [p for _, p in done] == [isolated / "weights" / cfg.name, isolated / "weights" / "owlv2-b16"]
+    assert wmod.locate(cfg.name, cfg.weights).path == isolated / "weights" / cfg.name
+    assert wmod.locate("", cfg.proposer_weights).path == isolated / "weights" / "owlv2-b16"
+    # and the whole preset loads from there, offline
+    det = Detector.from_pretrained("clip-b32-owlv2-proposals", proposals=5, threshold=0.0)
+    assert len(det.detect(np.zeros((64, 80, 3), np.uint8), ["cat"])) <= 5
