@@ -1,7 +1,6 @@
 import shutil
 
 import numpy as np
-
 import pytest
 
 from ovdet import Detector
