@@ -5,11 +5,34 @@
     dets = det.detect("street.jpg", ["bus", "person", "stroller"])
 """
 
-from .config import DetectorConfig, load_config
-from .detector import Detector
-from .errors import OvdetError
-from .structures import Detections
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# The public names load on first use (PEP 562), so `import ovdet` and the CLI's argument and
+# vocabulary checks do not pay for importing torch and transformers (seconds).
+_EXPORTS = {
+    "Detector": "ovdet.detector",
+    "Detections": "ovdet.structures",
+    "DetectorConfig": "ovdet.config",
+    "load_config": "ovdet.config",
+    "OvdetError": "ovdet.errors",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .config import DetectorConfig, load_config
+    from .detector import Detector
+    from .errors import OvdetError
+    from .structures import Detections
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ovdet' has no attribute {name!r}")
+
 
 __all__ = ["Detector", "Detections", "DetectorConfig", "OvdetError", "load_config", "__version__"]

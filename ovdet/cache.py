@@ -12,10 +12,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def default_cache_dir() -> Path:
@@ -40,9 +42,12 @@ class TextEmbeddingCache:
     def load(self, key: str) -> torch.Tensor | None:
         path = self.directory / f"{key}.npy"
         try:
-            return torch.from_numpy(np.load(path, allow_pickle=False))
+            array = np.load(path, allow_pickle=False)
         except (OSError, ValueError):  # absent, or a damaged file: recompute
             return None
+        import torch
+
+        return torch.from_numpy(array)
 
     def save(self, key: str, embeds: torch.Tensor) -> None:
         tmp = None

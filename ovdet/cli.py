@@ -218,10 +218,10 @@ def _load_boxes(path: Path, image_paths: Sequence[str]) -> list[Any]:
 
 # -- detect -----------------------------------------------------------------------------------
 def cmd_detect(args: argparse.Namespace) -> int:
+    names = _vocabulary(args)  # fail before importing torch or loading a model
     from .adapters import to_records
     from .detector import Detector, resolve_config
 
-    names = _vocabulary(args)  # fail before loading a model
     cfg = resolve_config(args.model, device=args.device, **_overrides(args))
     batches = ImageBatches(args.images, cfg.batch_size)
     boxes = dict(zip(batches.paths, _load_boxes(args.boxes, batches.paths))) if args.boxes else None
@@ -265,10 +265,10 @@ def _print_detections(path: str, dets, bar) -> None:
 
 # -- classify ---------------------------------------------------------------------------------
 def cmd_classify(args: argparse.Namespace) -> int:
+    names = _vocabulary(args)
     from .classify import Classifier
     from .detector import resolve_config
 
-    names = _vocabulary(args)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     cfg = resolve_config(args.model, device=args.device, **_overrides(args))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from .cache import TextEmbeddingCache
 from .errors import VocabularyError
+
+if TYPE_CHECKING:
+    import torch  # imported where used: vocabulary checks stay light for the CLI
 
 
 def parse_classes(text: str) -> list[str]:
@@ -106,6 +106,8 @@ def prompts_for(templates: Sequence[str], names: Sequence[str]) -> list[str]:
 def ensemble(embeds: torch.Tensor, num_templates: int) -> torch.Tensor:
     """(T*C, D) template-major prompt embeddings -> (C, D) class embeddings: the mean of the
     unit-normalised template embeddings, renormalised to unit length."""
+    import torch.nn.functional as F
+
     t_c, d = embeds.shape
     unit = F.normalize(embeds.float(), dim=-1).reshape(num_templates, t_c // num_templates, d)
     return F.normalize(unit.mean(dim=0), dim=-1)

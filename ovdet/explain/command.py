@@ -98,7 +98,7 @@ def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[d
 def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) -> None:
     from ..draw import annotate, save_image
     from ..io import atomic_output
-    from . import overlay
+    from .maps import overlay
 
     with atomic_output(png.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
         np.save(fh, relevance.astype(np.float32))
@@ -109,7 +109,8 @@ def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) ->
 def run(args: argparse.Namespace) -> int:
     from ..cli import ImageBatches, _vocabulary
     from ..detector import Detector, resolve_config
-    from . import NOT_A_CLIP_VIT, Explainer
+    from . import NOT_A_CLIP_VIT
+    from .maps import Explainer
     from ..io import expand_image_args, write_json_atomic
     from ..structures import Detections
 
