@@ -215,3 +215,11 @@ def test_interrupted_detect_keeps_finished_images(tiny_owlv2, images, tmp_path, 
     assert code == 130
     assert [r["image"] for r in json.loads(json_path.read_text())] == [str(images / "astronaut.jpg")]
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_cli_starts_without_importing_torch():
+    """Argument and vocabulary errors must not wait seconds for torch/transformers to import."""
+    code = "import sys, ovdet, ovdet.cli; ovdet.cli.build_parser(); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
