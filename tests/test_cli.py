@@ -1,6 +1,7 @@
 """`ovdet` end to end in subprocesses, as a user runs it."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -47,7 +48,8 @@ def test_detect_json_schema_and_annotated_images(tiny_owlv2, images, tmp_path):
         w, h = Image.open(r["image"]).size
         assert (r["width"], r["height"]) == (w, h)
         for d in r["detections"]:
-            assert set(d) == {"box", "score", "class_id", "class_name"}
+            assert set(d) == {"box", "score", "class_id", "class_name", "raw_score"}
+            assert abs(1 / (1 + math.exp(-d["raw_score"])) - d["score"]) < 1e-4  # OWL: sigmoid(logit)
             x1, y1, x2, y2 = d["box"]
             assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
             assert 0.3 < d["score"] <= 1 and d["class_name"] == ["cat", "dog"][d["class_id"]]

@@ -99,5 +99,6 @@ def test_records_schema():
     d = make(2)
     recs = to_records(d)
     assert set(recs[0]) == {"box", "score", "class_id", "class_name"}
+    assert to_records(make(2, raw_scores=[0.5, -1.25]))[1]["raw_score"] == -1.25
     assert recs[1]["class_name"] == NAMES[d.class_ids[1]]
     assert "track_id" in to_records(make(2, tracker_ids=[7, 8]))[0]

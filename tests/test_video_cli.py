@@ -51,7 +51,7 @@ def test_video_end_to_end_with_tiny_model(tiny_owlv2, tmp_path, capfd):
     dets = [d for r in records for d in r["detections"]]
     assert dets, "the tiny model finds something at this threshold"
     for d in dets:
-        assert set(d) == {"box", "score", "class_id", "class_name", "track_id"}
+        assert set(d) == {"box", "score", "class_id", "class_name", "raw_score", "track_id"}
         x1, y1, x2, y2 = d["box"]
         assert 0 <= x1 < x2 <= 192 and 0 <= y1 < y2 <= 144 and 0.3 < d["score"] <= 1
         assert d["class_name"] == ["person", "flag"][d["class_id"]] and d["track_id"] >= -1
