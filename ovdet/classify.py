@@ -19,9 +19,7 @@ from .clip import ClipModel
 from .config import DetectorConfig
 from .errors import ConfigError
 from .io import load_image
-from .runtime import resolve_device, resolve_precision
 from .text import VocabularyEncoder, resolve_templates, validate_vocabulary
-from .weights import locate
 
 
 @dataclass(frozen=True)
@@ -52,10 +50,8 @@ class Classifier:
     def from_config(cls, config: DetectorConfig) -> "Classifier":
         if config.backend != "clip":
             raise ConfigError(f"classification needs a CLIP model (a clip-* preset or CLIP checkpoint), got backend {config.backend!r}")
-        device = resolve_device(config.device)
-        clip = ClipModel.load(locate(config.name, config.weights).path, device, resolve_precision(config.precision, device))
         cache = TextEmbeddingCache() if config.cache_text else None
-        return cls(clip, resolve_templates(config.templates), cache, batch_size=config.batch_size)
+        return cls(ClipModel.from_config(config), resolve_templates(config.templates), cache, batch_size=config.batch_size)
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "clip-b32", device: str | None = None, **overrides: Any) -> "Classifier":

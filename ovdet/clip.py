@@ -44,6 +44,19 @@ class ClipModel:
         model, processor, identity = load_checkpoint(Path(path), CLIPModel, "CLIP")
         return cls(model, processor, device, dtype, identity=identity, compile=compile)
 
+    @classmethod
+    def from_config(cls, config, device: torch.device | None = None, dtype: torch.dtype | None = None,
+                    compile: bool | None = None) -> "ClipModel":
+        """The CLIP checkpoint a config's `weights` name (found as `ovdet.weights.locate`
+        does), on `device` in `dtype`, compiled or not; by default as the config says."""
+        from .runtime import resolve_device, resolve_precision
+        from .weights import locate
+
+        device = device or resolve_device(config.device)
+        dtype = dtype or resolve_precision(config.precision, device)
+        compile = config.compile if compile is None else compile
+        return cls.load(locate(config.name, config.weights).path, device, dtype, compile=compile)
+
     @property
     def logit_scale(self) -> float:
         """CLIP's learned temperature (100 for the OpenAI checkpoints)."""

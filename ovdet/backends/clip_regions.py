@@ -175,7 +175,7 @@ def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype
 def build_clip_regions(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> ClipRegionBackend:
     if cfg.scoring == "native":
         raise ConfigError("scoring 'native' is for models with their own calibrated heads (OWL); use softmax or sigmoid")
-    clip = ClipModel.load(locate(cfg.name, cfg.weights).path, device, dtype, compile=cfg.compile)
+    clip = ClipModel.from_config(cfg, device, dtype)
     scorer = Scorer(
         mode=cfg.scoring,
         logit_scale=cfg.logit_scale or clip.logit_scale,

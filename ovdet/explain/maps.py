@@ -19,10 +19,8 @@ from ..clip import ClipModel
 from ..config import DetectorConfig
 from ..errors import ConfigError, OvdetError
 from ..io import load_image
-from ..runtime import resolve_device
 from ..structures import Detections
 from ..text import VocabularyEncoder, resolve_templates, validate_vocabulary
-from ..weights import locate
 from . import METHODS, NOT_A_CLIP_VIT
 
 
@@ -152,8 +150,7 @@ class Explainer:
     def from_config(cls, config: DetectorConfig) -> "Explainer":
         if config.backend != "clip":
             raise ConfigError(f"{NOT_A_CLIP_VIT}; got a {config.backend!r} model ({config.weights or config.name})")
-        device = resolve_device(config.device)
-        clip = ClipModel.load(locate(config.name, config.weights).path, device, torch.float32)
+        clip = ClipModel.from_config(config, dtype=torch.float32, compile=False)  # gradients need fp32
         cache = TextEmbeddingCache() if config.cache_text else None
         return cls(clip, resolve_templates(config.templates), cache)
 
