@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .runtime import compile_module, lower_precision
+from .runtime import fast_vision_tower, lower_precision
 from .weights import load_checkpoint
 
 TEXT_BATCH = 256  # prompts per text-tower pass: bounds memory for 1,203-class x 8-template runs
@@ -34,8 +34,7 @@ class ClipModel:
         self.patch_size: int = vision.patch_size
         towers = [model.vision_model, model.text_model, model.visual_projection, model.text_projection]
         lower_precision(towers, dtype)
-        if compile:
-            model.vision_model = compile_module(model.vision_model)
+        model.vision_model = fast_vision_tower(model.vision_model, device, dtype, compile)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype, compile: bool = False) -> "ClipModel":

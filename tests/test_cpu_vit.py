@@ -1,0 +1,151 @@
+"""The fused CPU image tower (ovdet.cpu_vit): same maths as transformers, and it steps aside
+whenever it does not apply (gradients, fp32, hidden states, casts, other encoders)."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+from transformers import (CLIPVisionConfig, CLIPVisionModel, Owlv2VisionConfig, Owlv2VisionModel,
+                          OwlViTVisionConfig, OwlViTVisionModel)
+
+from ovdet import Detector
+from ovdet.cpu_vit import FusedEncoder, PatchEmbedding, accelerate_vision_tower, fused_kernels_available
+from ovdet.runtime import ReducedPrecisionLinear
+
+pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="this torch build has no oneDNN (mkldnn)")
+
+SMALL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2, image_size=64,
+             patch_size=16)
+BUILDERS = {
+    "owlvit": lambda: OwlViTVisionModel(OwlViTVisionConfig(**SMALL)),
+    "owlv2": lambda: Owlv2VisionModel(Owlv2VisionConfig(**SMALL)),
+    "clip": lambda: CLIPVisionModel(CLIPVisionConfig(**SMALL)),
+    "clip-gelu": lambda: CLIPVisionModel(CLIPVisionConfig(**SMALL, hidden_act="gelu")),
+}
+
+
+def tower(kind: str, dtype=torch.float32):
+    """(vision transformer, its untouched copy) with the same random weights, in `dtype`."""
+    torch.manual_seed(0)
+    model = BUILDERS[kind]().eval().to(dtype)
+    with torch.no_grad():  # non-trivial layer norms and biases, so a dropped term would show
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.2)
+    vision = getattr(model, "vision_model", model)  # transformers 5's CLIPVisionModel is the transformer itself
+    return vision, copy.deepcopy(vision)
+
+
+def pixels(n=2, size=64, dtype=torch.float32):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1)).to(dtype)
+
+
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+def test_fused_maths_equal_transformers_in_fp32(kind):
+    fast, ref = tower(kind)
+    assert accelerate_vision_tower(fast)
+    assert isinstance(fast.encoder, FusedEncoder) and isinstance(fast.embeddings.patch_embedding, PatchEmbedding)
+    fast.encoder.fast_dtypes = (torch.float32,)  # run the fused path in fp32 to check its maths exactly
+    with torch.inference_mode():
+        want = ref(pixel_values=pixels()).last_hidden_state
+        got = fast(pixel_values=pixels()).last_hidden_state
+    assert fast.encoder._fused is not None, "the fused path did not run"
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["owlvit", "clip-gelu"])
+def test_bf16_fused_is_as_close_to_fp32_as_unfused_bf16(kind):
+    fast, slow = tower(kind, torch.bfloat16)
+    exact = copy.deepcopy(slow).float()
+    accelerate_vision_tower(fast)
+    with torch.inference_mode():
+        want = exact(pixel_values=pixels()).last_hidden_state
+        unfused = slow(pixel_values=pixels(dtype=torch.bfloat16)).last_hidden_state
+        fused = fast(pixel_values=pixels(dtype=torch.bfloat16)).last_hidden_state
+    assert fast.encoder._fused is not None and fused.dtype == torch.bfloat16
+    assert rel_err(unfused, want) < 0.02
+    assert rel_err(fused, want) < 1.5 * rel_err(unfused, want) + 1e-3
+
+
+@pytest.mark.parametrize("size", [(64, 64), (70, 50)])  # 70 x 50: the convolution drops the remainder
+def test_patch_embedding_equals_the_convolution(size):
+    conv = nn.Conv2d(3, 8, kernel_size=16, stride=16, bias=True)
+    patch = PatchEmbedding(conv)
+    assert patch.weight is conv.weight and patch.bias is conv.bias  # shared, not copied
+    x = torch.randn(2, 3, *size)
+    with torch.inference_mode():
+        assert torch.allclose(patch(x), conv(x), atol=1e-5)
+        assert patch(x).flatten(2).transpose(1, 2).is_contiguous()
+    # with gradients it is the convolution itself
+    x.requires_grad_(True)
+    patch(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_gradients_hidden_states_and_fp32_use_the_original_layers():
+    fast, ref = tower("owlvit", torch.bfloat16)
+    accelerate_vision_tower(fast)
+    seen = []
+    fast.encoder.layers[-1].register_forward_hook(lambda *a: seen.append(1))
+    with torch.inference_mode():  # hidden states are collected by hooks on the original layers
+        out = fast(pixel_values=pixels(dtype=torch.bfloat16), output_hidden_states=True)
+    assert len(out.hidden_states) == 3 and seen == [1] and fast.encoder._fused is None
+    x = pixels(dtype=torch.bfloat16).requires_grad_(True)
+    fast(pixel_values=x).last_hidden_state.float().sum().backward()  # the explainer's path
+    assert seen == [1, 1] and x.grad is not None
+    fast.float()
+    with torch.inference_mode():
+        got = fast(pixel_values=pixels()).last_hidden_state
+        want = ref.float()(pixel_values=pixels()).last_hidden_state
+    # the encoder is the original; the patch embedding's matmul differs from the conv by rounding
+    assert fast.encoder._fused is None and torch.allclose(got, want, atol=1e-5)
+
+
+def test_copies_and_casts_after_a_fused_call():
+    fast, _ = tower("clip", torch.bfloat16)
+    accelerate_vision_tower(fast)
+    x = pixels(dtype=torch.bfloat16)
+    with torch.inference_mode():
+        first = fast(pixel_values=x).last_hidden_state
+    assert fast.encoder._fused is not None
+    for clone in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):  # packed weights are rebuilt
+        assert clone.encoder._fused is None
+        with torch.inference_mode():
+            assert torch.equal(clone(pixel_values=x).last_hidden_state, first)
+    fast.to(torch.float32)  # a cast drops the packed copies of the old weights
+    assert fast.encoder._fused is None
+
+
+def test_other_encoders_are_left_alone():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Module()
+            self.encoder.layers = nn.ModuleList([nn.Linear(4, 4)])
+
+    odd = Odd()
+    before = odd.encoder
+    assert not accelerate_vision_tower(odd) and odd.encoder is before
+
+
+def test_detectors_use_the_fused_tower_in_bf16_on_cpu_only(tiny_owlv2, tiny_clip):
+    from ovdet.clip import ClipModel
+
+    kw = dict(device="cpu", cache_text=False)
+    fast = Detector.from_pretrained(str(tiny_owlv2), precision="bf16", **kw).backend
+    ref = Detector.from_pretrained(str(tiny_owlv2), precision="fp32", **kw).backend
+    assert isinstance(fast.clip.vision_model.encoder, FusedEncoder)
+    assert not isinstance(ref.clip.vision_model.encoder, FusedEncoder)
+    # heads: hidden layers in bf16, the output layers (box offsets, logit shift/scale) in fp32
+    assert isinstance(fast.model.box_head.dense0, ReducedPrecisionLinear)
+    assert fast.model.box_head.dense2.weight.dtype == torch.float32
+    assert fast.model.class_head.logit_shift.weight.dtype == torch.float32
+    assert isinstance(ref.model.box_head.dense0, nn.Linear)
+    clip = ClipModel.load(tiny_clip, torch.device("cpu"), torch.bfloat16)
+    assert isinstance(clip.model.vision_model.encoder, FusedEncoder)
