@@ -38,22 +38,28 @@ def fused_kernels_available() -> bool:
 
 
 def _activation(layer: nn.Module) -> str | None:
-    """The oneDNN post-op name for this layer's MLP activation, or None when unsupported."""
-    name = type(layer.mlp.activation_fn).__name__
+    """The MLP activation this module knows how to fuse ("quick_gelu", "gelu"), else None."""
+    name = type(getattr(getattr(layer, "mlp", None), "activation_fn", None)).__name__
     return {"QuickGELUActivation": "quick_gelu", "GELUActivation": "gelu"}.get(name)
 
 
+def _linears_with_bias(module: nn.Module, names) -> bool:
+    return all(isinstance(getattr(module, n, None), nn.Linear) and getattr(module, n).bias is not None for n in names)
+
+
 def supports(encoder: nn.Module) -> bool:
-    """True when every layer has the CLIP encoder-layer structure this module fuses."""
+    """True when every layer has the CLIP encoder-layer structure this module fuses: pre-norm
+    attention with biased q/k/v/out projections and a two-layer (quick_)gelu MLP."""
     layers = getattr(encoder, "layers", None)
     if not layers:
         return False
-    needed = ("layer_norm1", "layer_norm2", "self_attn", "mlp")
     for layer in layers:
-        if not all(hasattr(layer, n) for n in needed) or _activation(layer) is None:
-            return False
-        attn = layer.self_attn
-        if not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "out_proj", "scale", "head_dim")):
+        attn = getattr(layer, "self_attn", None)
+        if (_activation(layer) is None
+                or not all(isinstance(getattr(layer, n, None), nn.LayerNorm) for n in ("layer_norm1", "layer_norm2"))
+                or not _linears_with_bias(attn, ("q_proj", "k_proj", "v_proj", "out_proj"))
+                or not _linears_with_bias(layer.mlp, ("fc1", "fc2"))
+                or not all(hasattr(attn, n) for n in ("embed_dim", "head_dim", "scale"))):
             return False
     return True
 
