@@ -14,7 +14,9 @@ Sections:
   owl     OWL detection of 20 classes in one 640x480 image, end to end (read array ->
           Detections): ovdet (fp32, bf16) vs the transformers zero-shot-object-detection
           pipeline (which runs the model once per label); achieved FLOP/s of ovdet's fastest
-          mode on the forward alone (tower + heads) vs the bf16 matmul peak
+          mode on the forward alone (tower + heads; FLOPs counted by torch on the plain
+          transformers modules, attention included) vs the bf16 matmul peak, timed
+          interleaved with the forward and, with `peak` in --only, on its own
   clip    CLIP region scoring of 100 boxes: ovdet crop (batched) and pooled paths vs scoring
           each crop alone with transformers' CLIPModel
   cache   embedding a 1,203-class vocabulary with the 12-template ensemble, then again
