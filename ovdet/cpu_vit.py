@@ -185,11 +185,11 @@ class PatchEmbedding(nn.Conv2d):
         self.weight, self.bias = conv.weight, conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or torch.is_grad_enabled():
-            return super().forward(x)
         b, c, h, w = x.shape
         ph, pw = self.kernel_size
         gh, gw = h // ph, w // pw
+        if x.device.type != "cpu" or torch.is_grad_enabled() or gh * gw == 0:
+            return super().forward(x)
         x = x[:, :, : gh * ph, : gw * pw]  # a convolution drops the remainder too
         patches = x.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c * ph * pw)
         out = F.linear(patches, self.weight.reshape(self.out_channels, -1), self.bias)

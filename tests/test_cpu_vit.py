@@ -82,6 +82,8 @@ def test_patch_embedding_equals_the_convolution(size):
     with torch.inference_mode():
         assert torch.allclose(patch(x), conv(x), atol=1e-5)
         assert patch(x).flatten(2).transpose(1, 2).is_contiguous()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="Kernel size"):
+        patch(torch.randn(1, 3, 8, 40))  # smaller than a patch: the convolution's own error
     # with gradients it is the convolution itself
     x.requires_grad_(True)
     patch(x).sum().backward()
