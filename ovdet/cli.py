@@ -35,7 +35,22 @@ class _Parser(argparse.ArgumentParser):
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for the models (default: the CPUs this process may use, "
+                             "container quotas included; or $OMP_NUM_THREADS)")
     return common
+
+
+def _set_threads(threads: int | None) -> None:
+    """--threads N: through OMP_NUM_THREADS, read when torch loads (it loads later, lazily),
+    and directly when something already loaded it."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -348,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
+        _set_threads(getattr(args, "threads", None))
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("ovdet: interrupted", file=sys.stderr)

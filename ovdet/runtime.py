@@ -1,7 +1,9 @@
-"""Device and numeric precision: "auto" resolved once, in one place."""
+"""Device, numeric precision and CPU threads: "auto" resolved once, in one place."""
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -11,10 +13,43 @@ from .errors import ConfigError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cpu_budget(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container
+    started with `--cpus 2` on a 64-core host sees 64 CPUs but is allowed 2)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = None
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        q, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        quota = None if q == "max" else int(q) / int(period)
+    except (OSError, ValueError):
+        try:  # cgroup v1: quota -1 = none
+            q = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+            quota = q / period if q > 0 and period > 0 else None
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def limit_cpu_threads() -> int:
+    """Cap torch's intra-op threads at `cpu_budget()` unless OMP_NUM_THREADS says otherwise.
+    torch sizes its pool from the host's cores, and more threads than allowed CPUs makes every
+    matmul wait on the scheduler. Only ever lowers the count. Returns the count in force."""
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > cpu_budget():
+        torch.set_num_threads(cpu_budget())
+    return torch.get_num_threads()
+
+
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu. Unknown or unavailable devices are user errors."""
+    """"auto" -> cuda when available, else cpu. Unknown or unavailable devices are user errors.
+    A CPU device also gets torch's threads capped at the CPUs allowed (`limit_cpu_threads`)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
@@ -23,6 +58,8 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type == "cpu":
+        limit_cpu_threads()
     return dev
 
 
