@@ -37,6 +37,15 @@ def fused_kernels_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def bf16_kernels_available() -> bool:
+    """oneDNN runs bf16 on this CPU (AVX512-BF16/AMX, or AVX512BW/AVX-NE-CONVERT); on older
+    CPUs its bf16 ops raise, while plain torch ops still work (slowly)."""
+    try:
+        return fused_kernels_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _activation(layer: nn.Module) -> str | None:
     """The MLP activation this module knows how to fuse ("quick_gelu", "gelu"), else None."""
     name = type(getattr(getattr(layer, "mlp", None), "activation_fn", None)).__name__
@@ -199,10 +208,10 @@ class PatchEmbedding(nn.Conv2d):
 
 def accelerate_vision_tower(vision_model: nn.Module) -> bool:
     """Swap in the fused encoder and the matmul patch embedding, in place, where they apply
-    (a CLIP-style ViT on a CPU build with oneDNN). Returns whether anything was swapped.
+    (a CLIP-style ViT; oneDNN with bf16 kernels on this CPU). Returns whether anything was swapped.
     The swap is a no-op at run time for inputs the fast path does not cover."""
     encoder = getattr(vision_model, "encoder", None)
-    if not fused_kernels_available() or encoder is None or isinstance(encoder, FusedEncoder) or not supports(encoder):
+    if not bf16_kernels_available() or encoder is None or isinstance(encoder, FusedEncoder) or not supports(encoder):
         return False
     vision_model.encoder = FusedEncoder(encoder)
     embeddings = getattr(vision_model, "embeddings", None)

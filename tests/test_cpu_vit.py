@@ -11,10 +11,11 @@ from transformers import (CLIPVisionConfig, CLIPVisionModel, Owlv2VisionConfig, 
                           OwlViTVisionConfig, OwlViTVisionModel)
 
 from ovdet import Detector
-from ovdet.cpu_vit import FusedEncoder, PatchEmbedding, accelerate_vision_tower, fused_kernels_available
+from ovdet.cpu_vit import FusedEncoder, PatchEmbedding, accelerate_vision_tower, bf16_kernels_available
 from ovdet.runtime import ReducedPrecisionLinear
 
-pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="this torch build has no oneDNN (mkldnn)")
+pytestmark = pytest.mark.skipif(not bf16_kernels_available(),
+                                reason="no oneDNN bf16 kernels on this CPU/torch build: ovdet keeps the plain tower")
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2, image_size=64,
              patch_size=16)
@@ -122,6 +123,15 @@ def test_copies_and_casts_after_a_fused_call():
             assert torch.equal(clone(pixel_values=x).last_hidden_state, first)
     fast.to(torch.float32)  # a cast drops the packed copies of the old weights
     assert fast.encoder._fused is None
+
+
+def test_cpus_without_bf16_kernels_keep_the_plain_tower(monkeypatch):
+    import ovdet.cpu_vit as cpu_vit
+
+    monkeypatch.setattr(cpu_vit, "bf16_kernels_available", lambda: False)
+    fast, _ = tower("owlvit", torch.bfloat16)
+    before = fast.encoder
+    assert not accelerate_vision_tower(fast) and fast.encoder is before
 
 
 def test_other_encoders_are_left_alone():
