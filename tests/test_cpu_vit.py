@@ -161,3 +161,12 @@ def test_detectors_use_the_fused_tower_in_bf16_on_cpu_only(tiny_owlv2, tiny_clip
     assert isinstance(ref.model.box_head.dense0, nn.Linear)
     clip = ClipModel.load(tiny_clip, torch.device("cpu"), torch.bfloat16)
     assert isinstance(clip.model.vision_model.encoder, FusedEncoder)
+
+
+def test_precision_check_tool(tiny_owlv2, chelsea_path, capsys):
+    from conftest import _load_tool
+
+    assert _load_tool("precision_check").main([str(tiny_owlv2), str(chelsea_path), "--top", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("bf16 vs fp32 over 64 candidate boxes") and "min IoU" in lines[-1]
+    assert float(lines[-1].split()[-1]) >= 0.9  # the same guard as the accuracy test, looser
