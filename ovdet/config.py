@@ -76,7 +76,8 @@ class DetectorConfig:
         device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
         precision: "fp32", "bf16", "fp16" (CUDA only) or "auto" (the default: bf16 where the
             hardware has fast bf16 matmuls, i.e. CUDA or CPUs with AMX/AVX512-BF16, else fp32).
-            The towers run in it; heads and box geometry stay fp32. fp32 is the reference.
+            The towers (and OWL's head hidden layers) run in it; the layers that output boxes
+            and logit shift/scale, and box geometry, stay fp32. fp32 is the reference.
         compile: torch.compile the image tower (first call compiles: tens of seconds). Meant
             for long GPU runs; on this project's 2-core AMX CPU it measured no gain.
         batch_size: images per forward pass in `detect_batch` and the CLI.

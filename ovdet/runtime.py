@@ -87,8 +87,8 @@ def lower_precision(modules, dtype: torch.dtype) -> None:
     """Cast the heavy towers' weights to `dtype` once, in place.
 
     Cheaper than autocast, which re-casts every weight on every call (on a CPU that is a
-    large share of a ViT forward). Small heads stay in fp32 so box coordinates keep full
-    precision; callers cast activations at the tower boundaries.
+    large share of a ViT forward). Heads are the callers' choice (`lower_hidden_layers`);
+    callers cast activations at the tower boundaries.
     """
     if dtype == torch.float32:
         return
