@@ -71,6 +71,19 @@ def test_template_ensemble_matches_hand_computation(tiny_clip):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+def test_text_batches_sorted_by_length_keep_each_prompts_embedding(tiny_clip, monkeypatch):
+    import ovdet.clip
+    from ovdet.clip import ClipModel
+
+    clip = ClipModel.load(tiny_clip, torch.device("cpu"), torch.float32)
+    texts = ["a photo of a cat.", "dog", "a long description of a red double decker bus in the rain", "x",
+             "a photo of a traffic light."] * 3
+    alone = torch.cat([clip.encode_text([t]) for t in texts])
+    monkeypatch.setattr(ovdet.clip, "TEXT_BATCH", 4)  # several batches, each mixing lengths if unsorted
+    torch.testing.assert_close(clip.encode_text(texts), alone, atol=1e-5, rtol=0)
+    assert clip.encode_text([]).shape == (0, alone.shape[1])
+
+
 def test_pooled_path_shapes_borders_and_degenerate_boxes(tiny_clip, chelsea):
     det = boxes_detector(tiny_clip, region_mode="pooled", dense_size=128)
     boxes = torch.tensor([[0, 0, 451, 300], [0, 0, 1, 1], [450, 299, 451, 300], [10, 10, 10.2, 10.2],
