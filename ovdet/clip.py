@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .runtime import fast_vision_tower, lower_precision
+from .runtime import fast_vision_tower, fuse_on_cpu, lower_precision
 from .weights import load_checkpoint
 
 TEXT_BATCH = 256  # prompts per text-tower pass: bounds memory for 1,203-class x 8-template runs
@@ -35,6 +35,7 @@ class ClipModel:
         towers = [model.vision_model, model.text_model, model.visual_projection, model.text_projection]
         lower_precision(towers, dtype)
         model.vision_model = fast_vision_tower(model.vision_model, device, dtype, compile)
+        fuse_on_cpu(model.text_model, device, dtype)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype, compile: bool = False) -> "ClipModel":

@@ -79,7 +79,7 @@ class DetectorConfig:
             The towers (and OWL's head hidden layers) run in it; the layers that output boxes
             and logit shift/scale, and box geometry, stay fp32. fp32 is the reference.
         compile: torch.compile the image tower (first call compiles: tens of seconds). Meant
-            for long GPU runs. On a CPU it replaces the fused bf16 tower (`ovdet.cpu_vit`) and
+            for long GPU runs. On a CPU it replaces the fused bf16 tower (`ovdet.cpu_fused`) and
             is slower than it: OWL-ViT B/32 forward 116 ms compiled vs 92 ms fused.
         batch_size: images per forward pass in `detect_batch` and the CLI.
         description: one line shown by `ovdet weights list`.

@@ -122,14 +122,20 @@ def compile_module(module: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(module, dynamic=True)
 
 
+def fuse_on_cpu(tower: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """In bf16 on a CPU, swap the fused oneDNN layers of `ovdet.cpu_fused` into a CLIP-style
+    tower (image or text), in place, where they apply."""
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        from .cpu_fused import accelerate_tower
+
+        accelerate_tower(tower)
+
+
 def fast_vision_tower(vision_model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
                       compile: bool = False) -> torch.nn.Module:
-    """The image tower to run: `torch.compile`d when asked; otherwise, in bf16 on a CPU, with
-    the fused oneDNN encoder of `ovdet.cpu_vit` swapped in (in place) where it applies."""
+    """The image tower to run: `torch.compile`d when asked, otherwise fused on a CPU in bf16
+    (`fuse_on_cpu`)."""
     if compile:
         return compile_module(vision_model)
-    if device.type == "cpu" and dtype == torch.bfloat16:
-        from .cpu_vit import accelerate_vision_tower
-
-        accelerate_vision_tower(vision_model)
+    fuse_on_cpu(vision_model, device, dtype)
     return vision_model

@@ -8,7 +8,7 @@ the text tower gives one embedding per class name. They are computed separately 
 In reduced precision (bf16/fp16) the ViT towers and the heads' hidden layers run in that
 precision; the layers that output box offsets and logit shift/scale, and all the maths after
 them, run in fp32 (see `OwlBackend.__init__`). On a CPU in bf16 the image tower also runs
-through the fused oneDNN encoder of `ovdet.cpu_vit`.
+through the fused oneDNN layers of `ovdet.cpu_fused`, and so does the text tower.
 
 Box geometry: OWL-ViT v1 resizes the image to a square (aspect not kept), so its normalised
 boxes are relative to the image itself. OWLv2 first pads the image to a square at the bottom
@@ -26,7 +26,7 @@ import torch
 
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
 from ..errors import ConfigError, OvdetError
-from ..runtime import fast_vision_tower, lower_hidden_layers, lower_precision
+from ..runtime import fast_vision_tower, fuse_on_cpu, lower_hidden_layers, lower_precision
 from ..weights import load_checkpoint
 from ..scoring import Scorer
 from .base import RegionScores
@@ -55,6 +55,7 @@ class OwlBackend:
         lower_hidden_layers(getattr(model, "objectness_head", None), ("dense0", "dense1"), dtype)
         lower_hidden_layers(model.class_head, ("dense0",), dtype)
         self.clip.vision_model = fast_vision_tower(self.clip.vision_model, device, dtype, compile)
+        fuse_on_cpu(self.clip.text_model, device, dtype)
         if objectness_weight and not hasattr(model, "objectness_predictor"):
             raise ConfigError("objectness_weight needs OWLv2's objectness head; OWL-ViT v1 has none")
         # native scores fused with OWLv2's objectness through the shared scorer (0 = off)

@@ -1,4 +1,4 @@
-"""The fused CPU image tower (ovdet.cpu_vit): same maths as transformers, and it steps aside
+"""The fused CPU towers (ovdet.cpu_fused): same maths as transformers, and it steps aside
 whenever it does not apply (gradients, fp32, hidden states, casts, other encoders)."""
 
 import copy
@@ -7,11 +7,11 @@ import pickle
 import pytest
 import torch
 from torch import nn
-from transformers import (CLIPVisionConfig, CLIPVisionModel, Owlv2VisionConfig, Owlv2VisionModel,
-                          OwlViTVisionConfig, OwlViTVisionModel)
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel, Owlv2VisionConfig,
+                          Owlv2VisionModel, OwlViTTextConfig, OwlViTTextModel, OwlViTVisionConfig, OwlViTVisionModel)
 
 from ovdet import Detector
-from ovdet.cpu_vit import FusedEncoder, PatchEmbedding, accelerate_vision_tower, bf16_kernels_available
+from ovdet.cpu_fused import FusedEncoder, PatchEmbedding, accelerate_tower, bf16_kernels_available
 from ovdet.runtime import ReducedPrecisionLinear
 
 pytestmark = pytest.mark.skipif(not bf16_kernels_available(),
@@ -50,7 +50,7 @@ def rel_err(a, b):
 @pytest.mark.parametrize("kind", list(BUILDERS))
 def test_fused_maths_equal_transformers_in_fp32(kind):
     fast, ref = tower(kind)
-    assert accelerate_vision_tower(fast)
+    assert accelerate_tower(fast)
     assert isinstance(fast.encoder, FusedEncoder) and isinstance(fast.embeddings.patch_embedding, PatchEmbedding)
     fast.encoder.fast_dtypes = (torch.float32,)  # run the fused path in fp32 to check its maths exactly
     with torch.inference_mode():
@@ -64,13 +64,75 @@ def test_fused_maths_equal_transformers_in_fp32(kind):
 def test_bf16_fused_is_as_close_to_fp32_as_unfused_bf16(kind):
     fast, slow = tower(kind, torch.bfloat16)
     exact = copy.deepcopy(slow).float()
-    accelerate_vision_tower(fast)
+    accelerate_tower(fast)
     with torch.inference_mode():
         want = exact(pixel_values=pixels()).last_hidden_state
         unfused = slow(pixel_values=pixels(dtype=torch.bfloat16)).last_hidden_state
         fused = fast(pixel_values=pixels(dtype=torch.bfloat16)).last_hidden_state
     assert fast.encoder._fused is not None and fused.dtype == torch.bfloat16
     assert rel_err(unfused, want) < 0.02
+    assert rel_err(fused, want) < 1.5 * rel_err(unfused, want) + 1e-3
+
+
+TEXT = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2, vocab_size=100,
+            max_position_embeddings=16)
+TEXT_BUILDERS = {
+    "clip": lambda: CLIPTextModel(CLIPTextConfig(**TEXT)),
+    "owlvit": lambda: OwlViTTextModel(OwlViTTextConfig(**TEXT)),
+}
+
+
+def text_tower(kind: str, dtype=torch.float32):
+    torch.manual_seed(0)
+    model = TEXT_BUILDERS[kind]().eval().to(dtype)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.2)
+    text = getattr(model, "text_model", model)
+    return text, copy.deepcopy(text)
+
+
+def tokens(padded: bool):
+    """(3, 10) ids ending in the highest id (CLIP pools there) and their attention mask; with
+    `padded`, rows 1 and 2 stop early and are padded on the right, as the tokenizers do."""
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, 98, (3, 10), generator=gen)
+    mask = torch.ones(3, 10, dtype=torch.long)
+    ends = (9, 5, 2) if padded else (9, 9, 9)
+    for row, end in enumerate(ends):
+        ids[row, end] = 99
+        ids[row, end + 1:] = 0
+        mask[row, end + 1:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+@pytest.mark.parametrize("kind", list(TEXT_BUILDERS))
+def test_fused_text_tower_equals_transformers_in_fp32(kind, padded):
+    fast, ref = text_tower(kind)
+    assert accelerate_tower(fast) and isinstance(fast.encoder, FusedEncoder)
+    fast.encoder.fast_dtypes = (torch.float32,)
+    ids, mask = tokens(padded)
+    with torch.inference_mode():
+        want = ref(input_ids=ids, attention_mask=mask)
+        got = fast(input_ids=ids, attention_mask=mask)
+    assert fast.encoder._fused is not None, "the fused path did not run"
+    torch.testing.assert_close(got.pooler_output, want.pooler_output, atol=1e-5, rtol=1e-4)
+    real = mask.bool()  # padding positions are never read; the real tokens must all agree
+    torch.testing.assert_close(got.last_hidden_state[real], want.last_hidden_state[real], atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_fused_text_tower_is_as_close_to_fp32_as_unfused_bf16():
+    fast, slow = text_tower("clip", torch.bfloat16)
+    exact = copy.deepcopy(slow).float()
+    accelerate_tower(fast)
+    ids, mask = tokens(padded=True)
+    with torch.inference_mode():
+        want = exact(input_ids=ids, attention_mask=mask).pooler_output
+        unfused = slow(input_ids=ids, attention_mask=mask).pooler_output
+        fused = fast(input_ids=ids, attention_mask=mask).pooler_output
+    assert fast.encoder._fused is not None
     assert rel_err(fused, want) < 1.5 * rel_err(unfused, want) + 1e-3
 
 
@@ -93,7 +155,7 @@ def test_patch_embedding_equals_the_convolution(size):
 
 def test_gradients_hidden_states_and_fp32_use_the_original_layers():
     fast, ref = tower("owlvit", torch.bfloat16)
-    accelerate_vision_tower(fast)
+    accelerate_tower(fast)
     seen = []
     fast.encoder.layers[-1].register_forward_hook(lambda *a: seen.append(1))
     with torch.inference_mode():  # hidden states are collected by hooks on the original layers
@@ -112,7 +174,7 @@ def test_gradients_hidden_states_and_fp32_use_the_original_layers():
 
 def test_copies_and_casts_after_a_fused_call():
     fast, _ = tower("clip", torch.bfloat16)
-    accelerate_vision_tower(fast)
+    accelerate_tower(fast)
     x = pixels(dtype=torch.bfloat16)
     with torch.inference_mode():
         first = fast(pixel_values=x).last_hidden_state
@@ -126,12 +188,12 @@ def test_copies_and_casts_after_a_fused_call():
 
 
 def test_cpus_without_bf16_kernels_keep_the_plain_tower(monkeypatch):
-    import ovdet.cpu_vit as cpu_vit
+    import ovdet.cpu_fused as cpu_fused
 
-    monkeypatch.setattr(cpu_vit, "bf16_kernels_available", lambda: False)
+    monkeypatch.setattr(cpu_fused, "bf16_kernels_available", lambda: False)
     fast, _ = tower("owlvit", torch.bfloat16)
     before = fast.encoder
-    assert not accelerate_vision_tower(fast) and fast.encoder is before
+    assert not accelerate_tower(fast) and fast.encoder is before
 
 
 def test_other_encoders_are_left_alone():
@@ -143,17 +205,19 @@ def test_other_encoders_are_left_alone():
 
     odd = Odd()
     before = odd.encoder
-    assert not accelerate_vision_tower(odd) and odd.encoder is before
+    assert not accelerate_tower(odd) and odd.encoder is before
 
 
-def test_detectors_use_the_fused_tower_in_bf16_on_cpu_only(tiny_owlv2, tiny_clip):
+def test_detectors_use_the_fused_towers_in_bf16_on_cpu_only(tiny_owlv2, tiny_clip):
     from ovdet.clip import ClipModel
 
     kw = dict(device="cpu", cache_text=False)
     fast = Detector.from_pretrained(str(tiny_owlv2), precision="bf16", **kw).backend
     ref = Detector.from_pretrained(str(tiny_owlv2), precision="fp32", **kw).backend
     assert isinstance(fast.clip.vision_model.encoder, FusedEncoder)
+    assert isinstance(fast.clip.text_model.encoder, FusedEncoder)
     assert not isinstance(ref.clip.vision_model.encoder, FusedEncoder)
+    assert not isinstance(ref.clip.text_model.encoder, FusedEncoder)
     # heads: hidden layers in bf16, the output layers (box offsets, logit shift/scale) in fp32
     assert isinstance(fast.model.box_head.dense0, ReducedPrecisionLinear)
     assert fast.model.box_head.dense2.weight.dtype == torch.float32
@@ -161,6 +225,7 @@ def test_detectors_use_the_fused_tower_in_bf16_on_cpu_only(tiny_owlv2, tiny_clip
     assert isinstance(ref.model.box_head.dense0, nn.Linear)
     clip = ClipModel.load(tiny_clip, torch.device("cpu"), torch.bfloat16)
     assert isinstance(clip.model.vision_model.encoder, FusedEncoder)
+    assert isinstance(clip.model.text_model.encoder, FusedEncoder)
 
 
 def test_precision_check_tool(tiny_owlv2, chelsea_path, capsys):

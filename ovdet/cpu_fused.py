@@ -1,26 +1,28 @@
-"""Faster bf16 inference of CLIP-style ViT image towers on CPUs (OWL-ViT, OWLv2, CLIP).
+"""Faster bf16 inference of CLIP-style transformer towers on CPUs: the image towers of
+OWL-ViT, OWLv2 and CLIP, and their text towers.
 
 transformers runs each encoder layer as separate ops: three q/k/v matmuls, quick_gelu as a
-multiply and a sigmoid over the (tokens x 3072) MLP activations, and the residual adds, each a
-pass over memory. On a 2-core AMX CPU those passes cost a third of the OWL-ViT B/32 forward.
-Here every encoder layer is run through oneDNN's fused linear kernels instead:
+multiply and a sigmoid over the (tokens x 4 width) MLP activations, and the residual adds, each a
+pass over memory. On a 2-core AMX CPU those passes cost a third of the OWL-ViT B/32 forward,
+and as much as the matmuls in the CLIP text tower. Here every encoder layer is run through
+oneDNN's fused linear kernels instead:
 
     qkv   one matmul against the concatenated q/k/v weight, prepacked for AMX
-    attn  torch's fused SDPA kernel (softmax in the kernel, no score matrix in memory)
+    attn  torch's fused SDPA kernel, with the mask and causal flag transformers would pass
     out   matmul + residual add in one kernel (oneDNN binary post-op)
     fc1   matmul + quick_gelu in one kernel: quick_gelu(z) = swish(1.702 z) / 1.702, so fc1
           is pre-scaled by 1.702 and fc2 by 1 / 1.702 (oneDNN's swish has no slope argument)
     fc2   matmul + residual add in one kernel
 
-and the patch embedding (a stride = kernel convolution, which oneDNN runs at a tenth of its
-matmul speed here) as a reshape plus one matmul.
+and an image tower's patch embedding (a stride = kernel convolution, which oneDNN runs at a
+tenth of its matmul speed here) as a reshape plus one matmul.
 
 Numerics: the same maths; in fp32 it equals the transformers encoder to 1e-5, in bf16 (with
-fp32 accumulation) it is as close to fp32 as the unfused bf16 tower is (tests/test_cpu_vit.py).
+fp32 accumulation) it is as close to fp32 as the unfused bf16 tower is (tests/test_cpu_fused.py).
 The original modules stay in place and run whenever the fast path does not apply: gradients
-(the explainer), fp32 (the accuracy reference), CUDA, attention masks, requests for hidden
-states or attentions. The fused weights (about 75 % of the encoder's size again) are built on
-the first fast call.
+(the explainer), fp32 (the accuracy reference), CUDA, requests for hidden states or
+attentions. The fused weights (about 75 % of the encoder's size again) are built on the first
+fast call.
 """
 
 from __future__ import annotations
@@ -102,14 +104,15 @@ class _FusedLayer:
             self.w2 = mlp.fc2.weight
         self.b2 = mlp.fc2.bias
 
-    def __call__(self, x: torch.Tensor, b: int, n: int) -> torch.Tensor:
-        """x: (b * n, D) residual stream -> the same after this layer."""
+    def __call__(self, x: torch.Tensor, b: int, n: int, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        """x: (b * n, D) residual stream -> the same after this layer. `mask`: None or the
+        (b, 1, n, n) mask transformers hands its attention (bool: True = attend; or additive)."""
         mk = torch.ops.mkldnn
         d = x.shape[-1]
         h = F.layer_norm(x, (d,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
         qkv = mk._linear_pointwise(h, self.w_qkv, self.b_qkv, "none", [], "")
         q, k, v = qkv.view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (b, heads, n, hd) each
-        o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
         o = o.transpose(1, 2).reshape(b * n, d)
         x = mk._linear_pointwise.binary(o, x, self.w_out, self.b_out, "add")
         h = F.layer_norm(x, (d,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
@@ -130,8 +133,8 @@ def _outputs_requested() -> bool:
 class FusedEncoder(nn.Module):
     """Drop-in replacement for a CLIP-style `encoder` (same call, same output type).
 
-    Runs the fused layers for CPU inference in `fast_dtypes` without masks; otherwise the
-    original encoder, kept as `self.encoder`, runs unchanged.
+    Runs the fused layers for CPU inference in `fast_dtypes`; otherwise the original encoder,
+    kept as `self.encoder`, runs unchanged.
     """
 
     # bf16 only: fp32 stays on the transformers modules, the reference for accuracy checks
@@ -154,7 +157,7 @@ class FusedEncoder(nn.Module):
             x.device.type == weight.device.type == "cpu"
             and x.dtype == weight.dtype
             and x.dtype in self.fast_dtypes
-            and attention_mask is None
+            and (attention_mask is None or attention_mask.dim() == 4)
             and not torch.is_grad_enabled()
             and not any(kwargs.get(k) for k in ("output_attentions", "output_hidden_states"))
             and not _outputs_requested()
@@ -168,9 +171,11 @@ class FusedEncoder(nn.Module):
         b, n, d = inputs_embeds.shape
         if self._fused is None:
             self._fused = [_FusedLayer(layer, n) for layer in self.encoder.layers]
+        # as transformers' SDPA attention decides: the causal flag only when no mask is given
+        causal = bool(kwargs.get("is_causal")) and attention_mask is None and n > 1
         x = inputs_embeds.reshape(b * n, d).contiguous()
         for layer in self._fused:
-            x = layer(x, b, n)
+            x = layer(x, b, n, attention_mask, causal)
         return BaseModelOutput(last_hidden_state=x.view(b, n, d))
 
     def _apply(self, fn, recurse=True):
@@ -206,15 +211,15 @@ class PatchEmbedding(nn.Conv2d):
         return out.view(b, gh, gw, -1).permute(0, 3, 1, 2)
 
 
-def accelerate_vision_tower(vision_model: nn.Module) -> bool:
-    """Swap in the fused encoder and the matmul patch embedding, in place, where they apply
-    (a CLIP-style ViT; oneDNN with bf16 kernels on this CPU). Returns whether anything was swapped.
-    The swap is a no-op at run time for inputs the fast path does not cover."""
-    encoder = getattr(vision_model, "encoder", None)
+def accelerate_tower(tower: nn.Module) -> bool:
+    """Swap in the fused encoder, and for an image tower the matmul patch embedding, in place,
+    where they apply (a CLIP-style transformer; oneDNN with bf16 kernels on this CPU). Returns
+    whether anything was swapped. Inputs the fast path does not cover still run the originals."""
+    encoder = getattr(tower, "encoder", None)
     if not bf16_kernels_available() or encoder is None or isinstance(encoder, FusedEncoder) or not supports(encoder):
         return False
-    vision_model.encoder = FusedEncoder(encoder)
-    embeddings = getattr(vision_model, "embeddings", None)
+    tower.encoder = FusedEncoder(encoder)
+    embeddings = getattr(tower, "embeddings", None)
     conv = getattr(embeddings, "patch_embedding", None)
     if (type(conv) is nn.Conv2d and conv.stride == conv.kernel_size and conv.padding in ((0, 0), "valid")
             and conv.dilation == (1, 1) and conv.groups == 1):
