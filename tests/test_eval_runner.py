@@ -255,6 +255,15 @@ def test_vocabulary_sources(coco, mini_val, tmp_path):
     by_id.write_text(json.dumps({"1": "person", "2": "bicycle"}))
     with pytest.raises(ClassesFileError, match="no name for category id 3"):
         vocabulary(cats, by_id)
+    # another dataset's annotation file: same ids, other meanings (LVIS-like names)
+    other = tmp_path / "other_instances.json"
+    other.write_text(json.dumps({"categories": [{"id": c["id"], "name": f"thing_{c['id']}"} for c in cats]}))
+    with pytest.raises(ClassesFileError, match=r"renames 80 of 80 categories by id \(id 1: 'person' -> 'thing_1'\)"):
+        vocabulary(cats, other)
+    # a few renamed classes in a file of the same dataset are fine
+    renamed = [{"id": c["id"], "name": "human" if c["name"] == "person" else c["name"]} for c in cats]
+    other.write_text(json.dumps({"categories": renamed}))
+    assert vocabulary(cats, other)[0] == "human"
 
 
 def test_option_errors_are_one_line(mini_val, tmp_path):

@@ -55,11 +55,29 @@ def prompt_name(name: str) -> str:
     return " ".join(name.replace("_", " ").split())
 
 
+def _check_same_dataset(path: Path, categories: Sequence[dict], names: Sequence[str]) -> None:
+    """Another dataset's annotations share ids but not meanings (LVIS id 1 is "aerosol can",
+    COCO's is "person"): names taken by id from an annotation file that renames most of the
+    evaluated categories would score the model on the wrong classes, silently."""
+    def norm(name: str) -> str:
+        return prompt_name(name).casefold()
+
+    renamed = [(c, n) for c, n in zip(categories, names) if norm(c["name"]) != norm(n)]
+    if 2 * len(renamed) > len(categories):
+        cat, name = renamed[0]
+        raise ClassesFileError(
+            f"{path} renames {len(renamed)} of {len(categories)} categories by id (id {cat['id']}: "
+            f"{cat['name']!r} -> {name!r}): it looks like another dataset's annotations; to rename "
+            "on purpose, pass an {id: name} JSON or a text file"
+        )
+
+
 def vocabulary(categories: Sequence[dict], classes_from: str | Path | None = None) -> list[str]:
     """Class names for the evaluated categories (dicts with "id" and "name", sorted by id).
 
     `classes_from` replaces the dataset's names:
-      - a JSON annotation file (COCO/LVIS): its category names, matched by id;
+      - a JSON annotation file (COCO/LVIS): its category names, matched by id (an error when
+        it renames most categories: another dataset's file, whose ids mean other things);
       - a JSON object {"<id>": "name"} or a JSON list of names (one per category, by id order);
       - a text file: one name per line, in ascending category-id order.
     """
@@ -68,7 +86,8 @@ def vocabulary(categories: Sequence[dict], classes_from: str | Path | None = Non
     path = Path(classes_from)
     if path.suffix.lower() == ".json":
         raw = read_json(path, ClassesFileError)
-        if isinstance(raw, dict) and isinstance(raw.get("categories"), list):
+        annotations = isinstance(raw, dict) and isinstance(raw.get("categories"), list)
+        if annotations:
             by_id = {c.get("id"): c.get("name") for c in raw["categories"] if isinstance(c, dict)}
         elif isinstance(raw, dict):
             by_id = {}
@@ -88,6 +107,8 @@ def vocabulary(categories: Sequence[dict], classes_from: str | Path | None = Non
                 if not isinstance(by_id.get(cat["id"]), str):
                     raise ClassesFileError(f"{path} has no name for category id {cat['id']} ({cat['name']!r})")
                 names.append(by_id[cat["id"]])
+        if annotations:
+            _check_same_dataset(path, categories, names)
     else:
         from ..text import load_vocabulary  # the same text format as every other command
 
