@@ -154,9 +154,11 @@ def test_bf16_matches_fp32_on_top_detections(tiny_owlv2, chelsea_path):
     fast = Detector.from_pretrained(str(tiny_owlv2), precision="bf16", **kw).detect(chelsea_path, CLASSES)
     assert fast.class_ids[:5].tolist() == ref.class_ids[:5].tolist()
     assert np.abs(fast.scores[:5] - ref.scores[:5]).max() <= 0.02
-    # every box within 1 px; IoU >= 0.95 on object-sized boxes (IoU of a few-pixel sliver
-    # clipped at the border swings with sub-pixel shifts, so it says nothing there)
-    assert np.abs(fast.xyxy[:5] - ref.xyxy[:5]).max() <= 1.0
+    # every box within 1.5 px; IoU >= 0.95 on object-sized boxes (IoU of a few-pixel sliver
+    # clipped at the border swings with sub-pixel shifts, so it says nothing there). The
+    # sliver's edge sits near 1 px: a 2e-6 change of the input pixels (OWLv2's blur done by
+    # OpenCV instead of torchvision) moved it from 0.9 to 1.06 px.
+    assert np.abs(fast.xyxy[:5] - ref.xyxy[:5]).max() <= 1.5
     sides = np.minimum(ref.xyxy[:5, 2] - ref.xyxy[:5, 0], ref.xyxy[:5, 3] - ref.xyxy[:5, 1])
     iou = box_iou(torch.from_numpy(fast.xyxy[:5]), torch.from_numpy(ref.xyxy[:5])).diagonal().numpy()
     assert (sides >= 20).sum() >= 3 and (iou[sides >= 20] >= 0.95).all()

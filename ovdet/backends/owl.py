@@ -37,7 +37,10 @@ class OwlBackend:
 
     def __init__(self, model, processor, device: torch.device, dtype: torch.dtype = torch.float32, identity: str = "",
                  compile: bool = False, objectness_weight: float = 0.0):
+        from .owlv2_resize import cpu_fast
+
         self.model = model.eval().to(device)
+        processor.image_processor = cpu_fast(processor.image_processor)  # OWLv2: 4x faster blur of big photos on CPUs
         self.processor = processor
         self.device = device
         self.dtype = dtype
