@@ -346,6 +346,7 @@ def main(argv=None) -> int:
             ratio = results["owl"]["fastest_achieved_tflops"] / results["peak"]["matmul_bf16_tflops"]
             results["owl_fraction_of_bf16_peak_section"] = ratio
             print(f"  owl forward / bf16 matmul peak of the [peak] section  {ratio:.1%}")
+    results["threads"] = torch.get_num_threads()  # what ran: ovdet caps it at the CPUs allowed
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
