@@ -72,13 +72,12 @@ class ClipModel:
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.model.config.projection_dim, device=self.device)
-        lengths = [len(ids) for ids in self.processor.tokenizer(texts, truncation=True)["input_ids"]]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        tokenizer = self.processor.tokenizer
+        ids = tokenizer(texts, truncation=True)["input_ids"]  # tokenized once, padded per batch
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         for start in range(0, len(texts), TEXT_BATCH):
             batch = order[start : start + TEXT_BATCH]
-            tok = self.processor.tokenizer(
-                [texts[i] for i in batch], padding=True, truncation=True, return_tensors="pt"
-            ).to(self.device)
+            tok = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(self.device)
             feats = self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
             feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
             if start == 0:

@@ -120,14 +120,16 @@ class _FusedLayer:
         return mk._linear_pointwise.binary(h, x, self.w2, self.b2, "add")
 
 
+try:  # transformers 5 collects hidden states and attentions through this context variable
+    from transformers.utils.output_capturing import _active_collector
+except ImportError:  # another transformers layout: such requests then arrive as kwargs
+    _active_collector = None
+
+
 def _outputs_requested() -> bool:
     """True while a transformers forward collects hidden states or attentions: it does so with
     hooks on the original layers, which the fused path never calls."""
-    try:
-        from transformers.utils.output_capturing import _active_collector
-    except ImportError:  # another transformers layout: such requests then arrive as kwargs
-        return False
-    return bool(_active_collector.get())
+    return _active_collector is not None and bool(_active_collector.get())
 
 
 class FusedEncoder(nn.Module):

@@ -40,8 +40,10 @@ def limit_cpu_threads() -> int:
     """Cap torch's intra-op threads at `cpu_budget()` unless OMP_NUM_THREADS says otherwise.
     torch sizes its pool from the host's cores, and more threads than allowed CPUs makes every
     matmul wait on the scheduler. Only ever lowers the count. Returns the count in force."""
-    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > cpu_budget():
-        torch.set_num_threads(cpu_budget())
+    if "OMP_NUM_THREADS" not in os.environ:
+        budget = cpu_budget()
+        if torch.get_num_threads() > budget:
+            torch.set_num_threads(budget)
     return torch.get_num_threads()
 
 
