@@ -16,7 +16,7 @@ def run_cli(*args, cwd=None, env_extra=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OVDET_WEIGHTS": "", **(env_extra or {})}
     env.pop("OVDET_WEIGHTS")
     return subprocess.run(
-        [sys.executable, "-m", "ovdet.cli", *map(str, args)],
+        [sys.executable, "-m", "ovdet", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
     )
 
@@ -221,7 +221,7 @@ def test_interrupted_detect_keeps_finished_images(tiny_owlv2, images, tmp_path, 
 
 def test_cli_starts_without_importing_torch():
     """Argument and vocabulary errors must not wait seconds for torch/transformers to import."""
-    code = "import sys, ovdet, ovdet.cli; ovdet.cli.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, ovdet, ovdet.cli.app; ovdet.cli.app.build_parser(); print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -140,7 +140,7 @@ def test_signal_leaves_playable_video_and_whole_jsonl(tiny_owlv2, tmp_path, sig)
     out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ovdet.video.command", str(video), "--classes", "person",
+        [sys.executable, "-m", "ovdet", "video", str(video), "--classes", "person",
          "--model", str(tiny_owlv2), "--device", "cpu", "--batch-size", "2",
          "--out", str(out), "--jsonl", str(jsonl)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -224,9 +224,8 @@ class FlakyVideoServer(http.server.ThreadingHTTPServer):
 
 
 def cli(argv) -> int:
-    """Run `ovdet video ARGV` in this process: through `ovdet.cli` once it lists the
-    subcommand, else through `ovdet.video.command`'s own entry point."""
-    from ovdet.video import command
+    """Run `ovdet video ARGV` in this process, as the `ovdet` entry point does."""
+    from ovdet.cli import main
 
-    return command._main([str(a) for a in argv])
+    return main(["video", *(str(a) for a in argv)])
 

@@ -1,6 +1,6 @@
 """`ovdet audit`: zero-shot classify a folder and compare the predictions across groups.
 
-Registered by `ovdet.cli` through `add_audit_parser` / `run_audit`. Writes predictions.csv,
+Listed in `ovdet.cli.app` through `add_parser` / `run`. Writes predictions.csv,
 summary.csv and chart.png to --out and prints the per-group table with a chi-square test.
 """
 
@@ -15,7 +15,7 @@ DEFAULT_OUT = Path("runs/audit")
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli import _vocabulary_options
+    from ..cli.options import add_vocabulary_options
 
     p = subparsers.add_parser(
         "audit", parents=[common], help="compare zero-shot predictions across groups of images",
@@ -23,7 +23,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                     "distribution of top classes and the mean probabilities, with a chi-square test of "
                     "independence so that small samples are not over-read.")
     p.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="image folders, files or glob patterns")
-    _vocabulary_options(p)
+    add_vocabulary_options(p)
     p.add_argument("--groups", type=Path,
                    help="CSV with a header and columns image,group; image = path, path relative to the images "
                         "folder, or file name. Every image needs exactly one row")
@@ -39,12 +39,12 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
 def run(args: argparse.Namespace) -> int:
     from . import AuditReport, read_groups, rows_from, summarise
     from ..classify import Classifier
-    from ..cli import ImageBatches, _overrides, _vocabulary
+    from ..cli.options import ImageBatches, config_overrides, read_vocabulary
     from ..detector import resolve_config
     from ..io import expand_image_args
 
-    names = _vocabulary(args)
-    cfg = resolve_config(args.model, device=args.device, **_overrides(args))
+    names = read_vocabulary(args)
+    cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
     groups = None
     if args.groups is not None:
         # checked before any image is read or a progress bar drawn: a mismatch is one line

@@ -87,12 +87,12 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """The model flags of `ovdet detect` (one definition in ovdet.cli, so both commands stay in
+    """The model flags of `ovdet detect` (one definition in ovdet.cli.options, so both commands stay in
     step), with evaluation's own defaults for --model, --threshold and --max-det."""
-    from .. import cli  # imported here: cli imports this module to build its parser
+    from ..cli.options import add_model_options
 
     known = {action.dest for action in p._actions}
-    cli._model_options(p)
+    add_model_options(p)
     model_dests = tuple(action.dest for action in p._actions if action.dest not in known)
     for action in p._actions:
         if action.dest == "model":
@@ -134,7 +134,7 @@ def _categories(dataset, protocol: str) -> list[dict]:
 
 
 def _run_model(args: argparse.Namespace, dataset, protocol: str):
-    from .. import cli
+    from ..cli.options import config_overrides
     from ..detector import Detector, resolve_config
     from ..text import validate_vocabulary
     from .runner import run_detector, vocabulary
@@ -144,7 +144,7 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str):
     categories = _categories(dataset, protocol)
     classes = list(validate_vocabulary(vocabulary(categories, args.classes_from)))  # before loading a model
     model = args.model or DEFAULT_MODEL
-    overrides = {k: v for k, v in cli._overrides(args).items() if v is not None}
+    overrides = {k: v for k, v in config_overrides(args).items() if v is not None}
     overrides.setdefault("threshold", EVAL_THRESHOLD)
     # Fixed AP caps detections per class over the dataset, not per image: allow many per image
     fixed = protocol == "lvis" and args.lvis_mode == "fixed"

@@ -1,6 +1,6 @@
 """`ovdet explain`: relevance heatmaps per class (whole image) and per detection (its box).
 
-Registered by `ovdet.cli` through `add_explain_parser` / `run_explain`. Writes, per image, an
+Listed in `ovdet.cli.app` through `add_parser` / `run`. Writes, per image, an
 overlay PNG and the raw map (.npy, float32 in [0, 1], the image's size) for every class and
 every detection, plus index.json listing them.
 """
@@ -23,7 +23,7 @@ DEFAULT_OUT = Path("runs/explain")
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli import _image_options, _vocabulary_options
+    from ..cli.options import add_image_options, add_vocabulary_options
     from . import METHODS
 
     p = subparsers.add_parser(
@@ -32,8 +32,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                     "weighted attention rollout. One map per class for the whole image, and one per detection "
                     "for its box. Writes overlay PNGs and raw maps (.npy, float32 in [0, 1], the image's size). "
                     "CLIP ResNets are not supported.")
-    _image_options(p)
-    _vocabulary_options(p)
+    add_image_options(p)
+    add_vocabulary_options(p)
     p.add_argument("--model", "-m", default="clip-b32",
                    help="CLIP ViT preset, checkpoint folder or hub id (default: clip-b32); runs in fp32")
     p.add_argument("--method", choices=METHODS, default="gradcam", help="gradcam (default) or rollout")
@@ -107,14 +107,14 @@ def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import ImageBatches, _vocabulary
+    from ..cli.options import ImageBatches, read_vocabulary
     from ..detector import Detector, resolve_config
     from . import NOT_A_CLIP_VIT
     from .maps import Explainer
     from ..io import expand_image_args, write_json_atomic
     from ..structures import Detections
 
-    names = _vocabulary(args)  # fail before loading a model
+    names = read_vocabulary(args)  # fail before loading a model
     overrides: dict[str, Any] = {"templates": args.templates} if args.templates else {}
     cfg = resolve_config(args.model, device=args.device, **overrides)
     if cfg.backend != "clip":

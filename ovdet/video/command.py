@@ -20,9 +20,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, OvdetError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, OvdetError
 
 
 
@@ -58,7 +58,7 @@ def _rate(text: str) -> float:
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `video` subcommand to `subparsers`; `common` is the parent parser (--debug)."""
-    from ..cli import _model_options, _vocabulary_options
+    from ..cli.options import add_model_options, add_vocabulary_options
 
     p = subparsers.add_parser(
         "video", parents=[common], help="detect (and track) in videos, webcams and streams",
@@ -67,8 +67,8 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     )
     p.add_argument("source", metavar="SOURCE",
                    help="video file, webcam index (0), rtsp:// or http(s):// URL, or a folder/glob of frames")
-    _vocabulary_options(p)  # --classes or --classes-from
-    _model_options(p)
+    add_vocabulary_options(p)  # --classes or --classes-from
+    add_model_options(p)
     p.add_argument("--out", type=Path, help="annotated video (.mp4, .avi, .mkv, .mov, .m4v) at the input's size and fps; "
                    "only .avi stays readable if the process is killed hard (kill -9, power loss)")
     p.add_argument("--jsonl", help="one JSON line per frame to this file ('-' = stdout)")
@@ -118,18 +118,18 @@ class _StopOnSignal:
 def run(args: argparse.Namespace) -> int:
     """Run `ovdet video` with parsed `args`; returns the exit code. User errors raise
     `OvdetError` (the CLI prints them in one line)."""
-    from ..cli import _overrides, _vocabulary
+    from ..cli.options import config_overrides, read_vocabulary
     from ..detector import Detector, resolve_config
     from .reader import FrameReader, ReconnectPolicy
     from .stream import default_queue_size, stream
     from .writer import JsonlWriter, check_video_path
 
-    names = _vocabulary(args)  # cheap checks first, before opening or loading
+    names = read_vocabulary(args)  # cheap checks first, before opening or loading
     if args.smooth and not args.track:
         raise OvdetError("ovdet video: --smooth averages classes over tracks: add --track")
     if args.out is not None:
         check_video_path(args.out)
-    cfg = resolve_config(args.model, device=args.device, **_overrides(args))
+    cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
     reader = FrameReader(
         args.source,
         queue_size=args.queue or default_queue_size(cfg.batch_size),
@@ -217,29 +217,3 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool) -> int:
     if stopper.received is not None:
         return EXIT_INTERRUPTED
     return EXIT_PARTIAL if stats.corrupt else EXIT_OK
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    """`python -m ovdet.video.command SOURCE ...`: the same as `ovdet video SOURCE ...`."""
-    from .. import cli
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "video" in getattr(cli, "COMMANDS", {}):
-        return cli.main(["video", *argv])
-    # until the CLI lists the subcommand: the same parser pieces and error handling
-    common = cli._common()
-    parser = cli._Parser(prog="ovdet", parents=[common])
-    add_parser(parser.add_subparsers(dest="command", parser_class=cli._Parser), common)
-    try:
-        return run(parser.parse_args(["video", *argv]))
-    except KeyboardInterrupt:
-        print("ovdet: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (OvdetError, OSError) as exc:
-        message = str(exc).replace("\n", " ")
-        print(message if message.startswith("ovdet") else f"ovdet: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess in the tests
-    sys.exit(_main())
