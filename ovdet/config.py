@@ -233,7 +233,19 @@ def load_config(source: str | Path | Mapping[str, Any], **overrides: Any) -> Det
     try:
         return DetectorConfig(**final)
     except ConfigError as exc:
+        if overrides and _valid(data):
+            # the file or preset is fine: the override (a CLI flag, a keyword) is at fault, and
+            # naming the preset would mislead (a checkpoint folder borrows a preset's settings)
+            raise ConfigError(str(exc)) from None
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _valid(data: Mapping[str, Any]) -> bool:
+    try:
+        DetectorConfig(**data)
+    except (ConfigError, TypeError):
+        return False
+    return True
 
 
 def load_class_thresholds(path: str | Path) -> dict[str, float]:

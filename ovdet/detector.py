@@ -18,7 +18,7 @@ from . import weights as weights_mod
 from .backends import BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_model_type, model_type_of
 from .cache import TextEmbeddingCache
 from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
-from .errors import ConfigError, OvdetError
+from .errors import ConfigError, OvdetError, OvdetWarning
 from .io import load_image
 from .postprocess import select_detections
 from .proposers import given_boxes
@@ -140,7 +140,7 @@ class Detector:
             close = difflib.get_close_matches(key.casefold(), list(vocab), n=1, cutoff=0.6)
             hint = f" (did you mean {vocab[close[0]]!r}?)" if close else ""
             warnings.warn(f"class_thresholds: {key!r} is not in the vocabulary{hint}; its threshold is unused",
-                          stacklevel=3)
+                          OvdetWarning, stacklevel=3)
         return torch.tensor([by_key.get(n.casefold(), thr) for n in names], device=self.device)
 
     # -- detection ----------------------------------------------------------------------------

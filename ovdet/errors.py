@@ -11,10 +11,29 @@ EXIT_OK = 0  # done
 EXIT_PARTIAL = 1  # done, but some inputs were skipped (each reported)
 EXIT_USAGE = 2  # user error: one line on stderr
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (what shells report for SIGINT)
+EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (`| head`): 128 + SIGPIPE, as `yes | head` reports
 
 
 class OvdetError(Exception):
-    """A problem with the user's input or environment, explained in one line."""
+    """A problem with the user's input or environment, explained in one line.
+
+    `details` (optional) is the longer story, e.g. every place looked for a checkpoint: the
+    CLI shows it with `--debug`, so the line itself can lead with the fix and stay short.
+    """
+
+    def __init__(self, message: str = "", details: str | None = None):
+        super().__init__(message)
+        self.details = details
+
+
+class OvdetWarning(UserWarning):
+    """Something that works but probably not as meant (an unused class threshold, a softmax
+    over one class). The CLI prints it as one `ovdet: warning: ...` line."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C after a command has saved its finished work; the message says where (the CLI
+    prints it once, instead of a bare "interrupted")."""
 
 
 class ConfigError(OvdetError, ValueError):

@@ -97,7 +97,8 @@ def _hub_cache(repo_id: str) -> Path | None:
 def locate(name: str, weights: str, download: bool = True) -> Located:
     """Find the checkpoint folder for a preset `name` / `weights` (see the module docstring).
 
-    Raises `WeightsNotFoundError` with one line naming every place looked and how to fix it.
+    Raises `WeightsNotFoundError`: one line that leads with the fix; its `details` list every
+    place looked (the CLI prints them with --debug).
     """
     looked: list[str] = []
     for path, source in _local_candidates(name, weights):
@@ -119,12 +120,16 @@ def locate(name: str, weights: str, download: bool = True) -> Located:
         elif download:
             looked.append("the hub (skipped: HF_HUB_OFFLINE=1)")
     label = name or weights or "<no weights configured>"
+    # the fix first and the line short; every place looked goes to the details (--debug)
     fix = (
         f"run `ovdet weights download {name}` where the hub is reachable and copy weights/{name}/ here"
         if name
-        else "pass --model with a folder saved by save_pretrained, or a reachable hub id"
+        else "pass --model a folder saved by save_pretrained, or a reachable hub id"
     )
-    raise WeightsNotFoundError(f"no checkpoint for {label}: looked in {', '.join(looked)}; fix: {fix}")
+    raise WeightsNotFoundError(
+        f"{fix}: no checkpoint for {label} on this machine (--debug lists where ovdet looked)",
+        details="ovdet looked in:\n  " + "\n  ".join(looked),
+    )
 
 
 def fetch(repo_id: str, local_dir: Path | None = None) -> Path:

@@ -118,6 +118,22 @@ def test_debug_shows_the_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" in proc.stderr and "ImageReadError" in proc.stderr
 
 
+def test_missing_weights_line_is_short_and_debug_lists_where_ovdet_looked(tmp_path, chelsea_path):
+    proc = run_cli("detect", chelsea_path, "--classes", "cat", "--model", "owlvit-b32", cwd=tmp_path)
+    line = error_line(proc)
+    assert proc.returncode == 2 and len(line) < 200, line
+    assert line.startswith("ovdet: error: run `ovdet weights download owlvit-b32`") and "--debug" in line
+    debug = run_cli("detect", chelsea_path, "--classes", "cat", "--model", "owlvit-b32", "--debug", cwd=tmp_path)
+    assert debug.returncode == 2 and "ovdet looked in:" in debug.stderr
+    assert str(tmp_path / "weights" / "owlvit-b32") in debug.stderr and "$OVDET_WEIGHTS (unset)" in debug.stderr
+
+
+def test_a_bad_flag_value_does_not_blame_a_preset(tmp_path, chelsea_path, tiny_owlv2):
+    proc = run_cli("detect", chelsea_path, "--classes", "cat", "--model", tiny_owlv2, "--threshold", "2", cwd=tmp_path)
+    line = error_line(proc)
+    assert proc.returncode == 2 and "threshold must be in [0, 1], got 2" in line and "preset" not in line
+
+
 def test_weights_list_and_offline_download(tmp_path):
     listing = run_cli("weights", "list", cwd=tmp_path)
     assert listing.returncode == 0

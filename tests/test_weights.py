@@ -40,13 +40,15 @@ def test_weights_folder_then_env(isolated, tiny_owlv2, monkeypatch):
     assert det.backend.name == "owlv2"
 
 
-def test_offline_and_missing_is_one_line_naming_every_place(isolated):
+def test_offline_and_missing_leads_with_the_fix_and_keeps_the_places_for_debug(isolated):
     with pytest.raises(WeightsNotFoundError) as err:
         wmod.locate("owlv2-b16", "google/owlv2-base-patch16-ensemble")
     msg = str(err.value)
-    assert "\n" not in msg
-    for part in ("weights/owlv2-b16", "$OVDET_WEIGHTS (unset)", "Hugging Face cache", "HF_HUB_OFFLINE", "ovdet weights download owlv2-b16"):
-        assert part in msg
+    assert "\n" not in msg and len(msg) < 200, msg
+    assert msg.startswith("run `ovdet weights download owlv2-b16`") and "--debug" in msg
+    details = err.value.details
+    for part in ("weights/owlv2-b16", "$OVDET_WEIGHTS (unset)", "Hugging Face cache", "HF_HUB_OFFLINE"):
+        assert part in details
 
 
 def test_hub_cache_is_used_without_network(isolated, tiny_owlv2):

@@ -2,7 +2,9 @@
 exit statuses.
 
 Exit codes: 0 success; 1 some inputs were skipped (each reported); 2 user error (one line on
-stderr; `--debug` shows the traceback); 130 interrupted.
+stderr; `--debug` shows the traceback and the error's details); 130 interrupted; 141 stdout
+closed by its reader (`ovdet detect ... --json - | head`): a quiet stop, as Unix tools do.
+Warnings ovdet raises (`OvdetWarning`) print as one `ovdet: warning: ...` line.
 
 Each subcommand module offers `add_parser(subparsers, common)` and `run(args) -> exit code`;
 none of them imports torch at import time, so argument errors answer in a fraction of a second.
@@ -10,12 +12,15 @@ none of them imports torch at import time, so argument errors answer in a fracti
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+import warnings
 from typing import Sequence
 
 from ..audit import command as audit_command
-from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, OvdetError
+from .. import __version__
+from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, OvdetError, OvdetWarning
 from ..eval import command as eval_command
 from ..explain import command as explain_command
 from ..video import command as video_command
@@ -40,30 +45,67 @@ def build_parser() -> Parser:
     common = common_options()
     parser = Parser(prog="ovdet", description="Open-vocabulary object detection: type class names, get boxes.",
                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"ovdet {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
     for module in SUBCOMMANDS.values():
         module.add_parser(sub, common)
     return parser
 
 
+def _warning_printer(previous):
+    """A warnings.showwarning for the CLI: ovdet's own warnings as one line, without the source
+    line Python adds; other libraries' warnings go to `previous` (Python's format)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, OvdetWarning):
+            print(f"ovdet: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout is gone (`| head`): stop without a traceback or an error line.
+    stdout now points at /dev/null so the interpreter's final flush cannot fail again
+    (the recipe in Python's `signal` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (tests): nothing to flush
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return EXIT_USAGE
-        set_threads(getattr(args, "threads", None))
-        return SUBCOMMANDS[args.command].run(args)
-    except KeyboardInterrupt:
-        print("ovdet: interrupted", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(warnings.showwarning)
+            warnings.simplefilter("always", OvdetWarning)  # each is reported once by its sender
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return EXIT_USAGE
+            set_threads(getattr(args, "threads", None))
+            code = SUBCOMMANDS[args.command].run(args)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+            return code
+    except KeyboardInterrupt as exc:
+        # a command that saved its finished work says where, once; otherwise a bare note
+        print(f"ovdet: {exc}" if str(exc) else "ovdet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (OvdetError, OSError) as exc:
         # user errors (and file-system errors such as a full disk): one line, unless --debug
         if debug:
             traceback.print_exc()
+            details = getattr(exc, "details", None)
+            if details:
+                print(details, file=sys.stderr)
         message = str(exc).replace("\n", " ")
         print(message if message.startswith("ovdet") else f"ovdet: error: {message}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,8 +7,10 @@ import it without a circle; `ovdet.cli.app` assembles the subcommands.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,12 +22,48 @@ from ..io import write_json_atomic
 class UsageError(OvdetError):
     """Bad command-line usage (argparse's complaints, routed through our one-line errors)."""
 
+    def __init__(self, message: str, prog: str = ""):
+        super().__init__(message)
+        self.prog = prog  # the parser that raised it (a subcommand's errors pass through ovdet's)
+
 
 class Parser(argparse.ArgumentParser):
-    """argparse parser whose errors are one-line `UsageError`s instead of usage + exit."""
+    """argparse parser whose errors are one-line `UsageError`s instead of usage + exit, and
+    which names a mistyped flag (`--clases`) before complaining about the flags it lacks."""
 
     def error(self, message: str):  # argparse prints usage + message; we want one line
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)", prog=self.prog)
+
+    def parse_known_args(self, args=None, namespace=None):
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            namespace, extras = super().parse_known_args(argv, namespace)
+        except UsageError as exc:
+            # argparse checks required options before it reports unknown ones, so `--clases x`
+            # would read "--classes is required": an unknown flag is the likelier story
+            if exc.prog == self.prog:
+                self._refuse_unknown(argv)
+            raise
+        self._refuse_unknown(extras)
+        return namespace, extras
+
+    def _refuse_unknown(self, tokens: Sequence[str]) -> None:
+        """Raise a UsageError naming the first token that looks like a flag this parser lacks."""
+        flags = sorted(self._option_string_actions)  # argparse's own table of this parser's flags
+        for token in tokens:
+            if token == "--":
+                return  # what follows is positional
+            name = token.split("=", 1)[0]
+            if not name.startswith("-") or name == "-" or _NUMBER.match(name):
+                continue
+            if name in flags or (self.allow_abbrev and any(f.startswith(name) for f in flags if f.startswith("--"))):
+                continue
+            close = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(f"{self.prog}: unknown option {name}{hint} (see {self.prog} --help)", prog=self.prog)
+
+
+_NUMBER = re.compile(r"^-\d|^-\.\d")  # negative numbers are values, not flags
 
 
 def common_options() -> argparse.ArgumentParser:

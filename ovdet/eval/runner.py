@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from ..adapters import to_coco_results
-from ..errors import ImageReadError, OvdetError
+from ..errors import ImageReadError, Interrupted, OvdetError
 from ..io import load_image
 from .dataset import Dataset, read_json, write_json_atomic
 
@@ -328,9 +328,7 @@ def run_detector(
                 bar.update(len(arrays))
     except KeyboardInterrupt:
         bar.close()
-        tqdm.write(f"ovdet: interrupted; finished images are kept in {partial}: rerun with --resume to continue",
-                   file=sys.stderr)
-        raise
+        raise Interrupted(f"interrupted; finished images are kept in {partial}: rerun with --resume to continue") from None
     bar.close()
     seconds = time.perf_counter() - start
     if len(skipped) > SHOWN_SKIPS:

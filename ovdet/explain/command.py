@@ -72,9 +72,19 @@ def _unique_stem(path: str, used: set[str]) -> str:
 def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[dict]]:
     """`ovdet detect --json` output -> {image path: [{"box", "score", "class_name"}, ...]} for
     every image (matched by path, then file name); an image with no entry is an error."""
+    expected = "expected `ovdet detect --json` output: [{\"image\": ..., \"detections\": [...]}]"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        by_key: dict[str, list[dict]] = {}
+    except (OSError, ValueError) as exc:
+        raise OvdetError(f"cannot read detections file {path} ({expected}): {exc}") from exc
+    if isinstance(data, list) and data and isinstance(data[0], dict) and {"image_id", "bbox"} <= set(data[0]):
+        # COCO results (what `ovdet eval` writes) name images by id, not path: nothing to match
+        raise OvdetError(f"{path} is a COCO results file (from `ovdet eval`?); --detections-from takes "
+                         "`ovdet detect --json` output, which names each image")
+    by_key: dict[str, list[dict]] = {}
+    try:
+        if not isinstance(data, list):
+            raise ValueError(f"the top level is a {type(data).__name__}, not a list")
         for entry in data:
             dets = [{"box": [float(v) for v in d["box"]], "score": float(d["score"]), "class_name": str(d["class_name"])}
                     for d in entry["detections"]]
@@ -84,8 +94,10 @@ def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[d
                     raise ValueError(f"box {box} of {entry['image']} is not [x1, y1, x2, y2] with x2 > x1, y2 > y1")
             by_key[str(entry["image"])] = dets
             by_key.setdefault(Path(str(entry["image"])).name, dets)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OvdetError(f"cannot read detections file {path} (expected `ovdet detect --json` output): {exc}") from exc
+    except KeyError as exc:  # str(KeyError) is just the quoted key: say what is missing
+        raise OvdetError(f"detections file {path}: an entry has no {exc} field ({expected})") from exc
+    except (ValueError, TypeError) as exc:
+        raise OvdetError(f"cannot read detections file {path} ({expected}): {exc}") from exc
     out = {}
     for image in image_paths:
         dets = by_key.get(image, by_key.get(Path(image).name))
