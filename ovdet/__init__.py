@@ -29,9 +29,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .structures import Detections
 
 
+# submodules reachable as attributes after a plain `import ovdet` (`ovdet.adapters.to_records`,
+# `ovdet.draw.annotate`), imported on first use like the names above
+_SUBMODULES = ("adapters", "audit", "boxes", "classify", "clip", "config", "detector", "draw", "errors", "eval",
+               "explain", "io", "structures", "text", "video", "weights")
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ovdet.{name}")
     raise AttributeError(f"module 'ovdet' has no attribute {name!r}")
 
 

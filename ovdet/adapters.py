@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from typing import Mapping, Sequence
 
 from .structures import Detections
 
 
 def to_supervision(dets: Detections):
-    """`supervision.Detections` with confidence, class_id, tracker_id and data['class_name']."""
-    import supervision as sv
-
-    data: dict[str, Any] = {"class_name": np.array(dets.labels, dtype=object)}
-    if dets.raw_scores is not None:
-        data["raw_score"] = dets.raw_scores
-    return sv.Detections(
-        xyxy=dets.xyxy.copy(),
-        confidence=dets.scores.copy(),
-        class_id=dets.class_ids.copy(),
-        tracker_id=None if dets.tracker_ids is None else dets.tracker_ids.copy(),
-        data=data,
-    )
+    """`supervision.Detections` with confidence, class_id, tracker_id and data['class_name']
+    (same as `dets.to_supervision()`)."""
+    return dets.to_supervision()
 
 
-def from_supervision(
-    sv_dets, class_names: Sequence[str], image_size: tuple[int, int]
-) -> Detections:
-    """Build `Detections` from a `supervision.Detections` whose class_id indexes `class_names`.
-
-    Missing confidences become 1.0 (e.g. ground-truth boxes); missing class ids are an error
-    because there is no honest default.
-    """
-    n = len(sv_dets)
-    if sv_dets.class_id is None and n:
-        raise ValueError("supervision.Detections has no class_id; ovdet needs one per box")
-    raw = sv_dets.data.get("raw_score") if sv_dets.data else None
-    return Detections(
-        xyxy=sv_dets.xyxy,
-        scores=np.ones(n, np.float32) if sv_dets.confidence is None else sv_dets.confidence,
-        class_ids=np.zeros(0, np.int64) if sv_dets.class_id is None else sv_dets.class_id,
-        class_names=tuple(class_names),
-        image_size=image_size,
-        raw_scores=raw,
-        tracker_ids=sv_dets.tracker_id,
-    )
+def from_supervision(sv_dets, class_names: Sequence[str], image_size: tuple[int, int]) -> Detections:
+    """`Detections` from a `supervision.Detections` whose class_id indexes `class_names`, for an
+    image of `image_size` = (height, width) (same as `Detections.from_supervision`)."""
+    return Detections.from_supervision(sv_dets, class_names, image_size)
 
 
 def to_coco_results(

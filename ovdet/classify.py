@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -17,9 +18,15 @@ import torch
 from .cache import TextEmbeddingCache
 from .clip import ClipModel
 from .config import DetectorConfig
-from .errors import ConfigError
+from .errors import ConfigError, OvdetWarning
 from .io import load_image
 from .text import VocabularyEncoder, resolve_templates, validate_vocabulary
+
+
+ONE_CLASS_WARNING = (
+    "a softmax over one class is always 1.000 and says nothing about the image; give two or more "
+    "classes (e.g. {name!r} and 'something else')"
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,13 @@ class Classifier:
 
     @torch.inference_mode()
     def classify_batch(self, images: Sequence[Any], classes: str | Iterable[str]) -> list[Classification]:
-        """One `Classification` per image (path, PIL image or RGB array)."""
+        """One `Classification` per image (path, PIL image or RGB array).
+
+        Probabilities are a softmax over `classes`: relative to each other, so with a single
+        class every image gets 1.0 (an `OvdetWarning` says so)."""
         names = validate_vocabulary(classes)
+        if len(names) == 1:
+            warnings.warn(ONE_CLASS_WARNING.format(name=names[0]), OvdetWarning, stacklevel=2)
         text = self.vocabulary(names).to(self.clip.device)
         out = []
         for start in range(0, len(images), self.batch_size):

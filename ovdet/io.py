@@ -26,6 +26,46 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 MAX_IMAGE_PIXELS = 400_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # once, at import: the setting is process-wide
 
+# http(s) images: read into memory, never to disk; a cap so a wrong URL (a video, an endless
+# stream) cannot fill memory, and a timeout per connect / read so a dead host cannot hang a run
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+DOWNLOAD_TIMEOUT = 20.0  # seconds
+URL_SCHEMES = ("http://", "https://")
+
+
+def is_url(value: object) -> bool:
+    """True for an http(s) URL string (what `load_image` downloads)."""
+    return isinstance(value, str) and value.lower().startswith(URL_SCHEMES)
+
+
+def download_image_bytes(url: str, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
+    """The body of an http(s) URL, at most `max_bytes` (default `MAX_DOWNLOAD_BYTES`), with
+    `timeout` seconds (default `DOWNLOAD_TIMEOUT`) per connect and per read. Raises
+    `ImageReadError` naming the URL on HTTP errors, timeouts and oversized bodies."""
+    import urllib.error
+    import urllib.request
+
+    limit = MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
+    wait = DOWNLOAD_TIMEOUT if timeout is None else timeout
+    request = urllib.request.Request(url, headers={"User-Agent": "ovdet"})
+    too_big = f"image at {url} is larger than the {limit / 1e6:g} MB ovdet downloads"
+    try:
+        with urllib.request.urlopen(request, timeout=wait) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise ImageReadError(too_big)
+            body = response.read(limit + 1)  # one byte more tells an oversized body without a length
+    except urllib.error.HTTPError as exc:
+        raise ImageReadError(f"cannot download image {url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+            reason = f"no answer within {wait:g} s"
+        raise ImageReadError(f"cannot download image {url}: {reason}") from exc
+    if len(body) > limit:
+        raise ImageReadError(too_big)
+    return body
+
 
 def _to_uint8_rgb(arr: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1|2|3|4) of any integer or float dtype -> (H, W, 3) uint8."""
@@ -73,7 +113,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 
 
 def load_image(image: Any) -> np.ndarray:
-    """Load a path, PIL image or array as an (H, W, 3) RGB uint8 array.
+    """Load a path, http(s) URL, PIL image or array as an (H, W, 3) RGB uint8 array.
 
     Arrays are taken as RGB (or gray / RGBA); 16-bit arrays keep their top byte, float arrays
     are taken as [0, 1]. Raises `ImageReadError` with the file name when the image is missing or
@@ -83,6 +123,19 @@ def load_image(image: Any) -> np.ndarray:
         return _to_uint8_rgb(image)
     if isinstance(image, Image.Image):
         return _pil_to_array(image)
+    if is_url(image):
+        import io
+
+        try:
+            with Image.open(io.BytesIO(download_image_bytes(image))) as img:
+                img.load()
+                return _pil_to_array(img)
+        except Image.DecompressionBombError as exc:
+            raise ImageReadError(f"image too large ({exc}); ovdet reads up to {MAX_IMAGE_PIXELS:,} pixels: {image}") from exc
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            if isinstance(exc, ImageReadError):
+                raise
+            raise ImageReadError(f"cannot read image {image}: {exc}") from exc
     if hasattr(image, "__fspath__") or isinstance(image, str):
         path = Path(image)
         if not path.exists():
@@ -101,20 +154,32 @@ def load_image(image: Any) -> np.ndarray:
 
 
 def expand_image_args(args: Iterable[str]) -> Iterator[str]:
-    """Expand CLI image arguments: files as given, directories to their image files (sorted),
-    glob patterns to their matches. A name that matches nothing is yielded as is, so the caller
-    reports it as missing rather than silently dropping it.
+    """Expand CLI image arguments: files and http(s) URLs as given, directories to the image
+    files anywhere below them (sorted by path; hidden folders skipped), glob patterns to their
+    matches. A name that matches nothing is yielded as is, so the caller reports it as missing
+    rather than silently dropping it.
     """
     for arg in args:
-        if os.path.isdir(arg):
-            found = sorted(p for p in Path(arg).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            yield from (str(p) for p in found)
+        if is_url(arg):  # before globbing: a query string's "?" is not a wildcard
+            yield arg
+        elif os.path.isdir(arg):
+            yield from image_files_below(arg)
         elif glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             files = [m for m in matches if os.path.isfile(m)]
             yield from files if files else [arg]
         else:
             yield arg
+
+
+def image_files_below(folder: str | Path) -> list[str]:
+    """Image files in `folder` and its subfolders (datasets keep images in train2017/ and the
+    like), sorted by path; folders whose name starts with "." are skipped."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found, key=lambda p: Path(p).parts)
 
 
 @contextlib.contextmanager

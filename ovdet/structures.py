@@ -1,7 +1,9 @@
 """`Detections`: the result type, a frozen bundle of parallel numpy arrays.
 
 Boxes are xyxy in pixels of the ORIGINAL image (not the model's resized input), float32.
-Converters to other libraries' formats live in `ovdet.adapters`, not here.
+Converters to other formats live in `ovdet.adapters`; the supervision pair is also offered as
+`Detections.to_supervision()` / `Detections.from_supervision(...)`, where supervision users
+look for it.
 """
 
 from __future__ import annotations
@@ -162,8 +164,48 @@ class Detections:
 
     @property
     def labels(self) -> list[str]:
-        """Class name of each detection."""
+        """Class name of each detection: (N,) strings, `class_names[class_ids[i]]`."""
         return [self.class_names[i] for i in self.class_ids]
+
+    # -- supervision ----------------------------------------------------------------------------
+    # Here rather than in ovdet.adapters because supervision users expect the methods on the
+    # object (as `sv.Detections.from_ultralytics`); adapters.to_supervision/from_supervision
+    # call these, so there is one implementation and no import circle.
+    def to_supervision(self):
+        """`supervision.Detections`: xyxy, confidence (the scores), class_id, tracker_id, and
+        data["class_name"] ((N,) object array) plus data["raw_score"] when set."""
+        import supervision as sv
+
+        data: dict[str, Any] = {"class_name": np.array(self.labels, dtype=object)}
+        if self.raw_scores is not None:
+            data["raw_score"] = self.raw_scores.copy()
+        return sv.Detections(
+            xyxy=self.xyxy.copy(),
+            confidence=self.scores.copy(),
+            class_id=self.class_ids.copy(),
+            tracker_id=None if self.tracker_ids is None else self.tracker_ids.copy(),
+            data=data,
+        )
+
+    @classmethod
+    def from_supervision(cls, sv_dets, class_names: Sequence[str], image_size: tuple[int, int]) -> "Detections":
+        """From a `supervision.Detections` whose class_id indexes `class_names`, for an image of
+        `image_size` = (height, width) (supervision does not record it; ovdet needs it to clip
+        and draw). Missing confidences become 1.0 (e.g. ground-truth boxes); missing class ids
+        are an error because there is no honest default."""
+        n = len(sv_dets)
+        if sv_dets.class_id is None and n:
+            raise ValueError("supervision.Detections has no class_id; ovdet needs one per box")
+        raw = sv_dets.data.get("raw_score") if sv_dets.data else None
+        return cls(
+            xyxy=sv_dets.xyxy,
+            scores=np.ones(n, np.float32) if sv_dets.confidence is None else sv_dets.confidence,
+            class_ids=np.zeros(0, np.int64) if sv_dets.class_id is None else sv_dets.class_id,
+            class_names=tuple(class_names),
+            image_size=image_size,
+            raw_scores=raw,
+            tracker_ids=sv_dets.tracker_id,
+        )
 
     def sorted(self) -> "Detections":
         """Highest score first (stable, so equal scores keep their order)."""

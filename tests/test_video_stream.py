@@ -76,10 +76,10 @@ def test_tracking_keeps_ids_on_moving_objects(two_objects_video, templates):
         assert sorted(r.detections.class_ids.tolist()) == [0, 1]  # both found in every frame
         for cid, tid in zip(r.detections.class_ids.tolist(), r.detections.tracker_ids.tolist()):
             ids[cid].append(tid)
-    # a track is confirmed on its second sighting (-1 until then), then keeps its id
+    # each object has its id from its first frame on, and keeps it
     for cid in (0, 1):
-        assert ids[cid][0] == -1 and len(set(ids[cid][1:])) == 1 and ids[cid][1] >= 0
-    assert ids[0][1] != ids[1][1]
+        assert len(set(ids[cid])) == 1 and ids[cid][0] >= 0
+    assert ids[0][0] != ids[1][0]
 
 
 def test_every_n_carries_boxes_between_detector_runs(two_objects_video, templates):

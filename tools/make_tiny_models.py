@@ -1,15 +1,31 @@
 #!/usr/bin/env python
-"""Write tiny, randomly initialised OWL-ViT and OWLv2 checkpoints for offline trials and tests.
+"""Write tiny, randomly initialised checkpoints of every model family ovdet runs, for offline
+trials and tests: OWL-ViT, OWLv2, CLIP, an ultralytics YOLO and a YOLO-World.
 
     python tools/make_tiny_models.py /tmp/tiny
     ovdet detect examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/owlv2
     ovdet classify examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/clip
+    ovdet detect examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/yolo-world.yaml
+    OVDET_WEIGHTS=/tmp/tiny/weights ovdet detect examples/chelsea.jpg --classes cat --model clip-b16-yolo-proposals
 
-Each folder is a real transformers checkpoint (config.json, model.safetensors, tokenizer and
-image-processor files) written by `save_pretrained`, so ovdet loads it through exactly the code
-path used for hub checkpoints. The tokenizer is the real CLIP BPE (49,408 tokens), built from
-the vocabulary file that the open_clip_torch wheel ships; only the network weights are random,
-so detections are meaningless but shapes, boxes and bookkeeping are real.
+Written into the folder:
+  owlvit/, owlv2/, clip/ (32-d joint space), clip512/ (512-d: YOLO-World's text width)
+      transformers checkpoints (config.json, model.safetensors, tokenizer and image-processor
+      files) written by `save_pretrained`, loaded by ovdet exactly as hub checkpoints are;
+  yolo.pt, yolo-world.pt
+      ultralytics YOLOv8 and YOLOv8-Worldv2 built from ultralytics' own YAMLs at a tiny width,
+      saved as ultralytics saves checkpoints (`Model.save`);
+  clip-owlv2-proposals.yaml, clip-yolo-proposals.yaml, yolo-world.yaml
+      configs for the composite presets (CLIP naming OWLv2 or YOLO proposals, YOLO-World with
+      CLIP text embeddings), pointing at the files above: `--model /tmp/tiny/<name>.yaml`;
+  weights/<preset>/, weights/<file>.pt
+      every shipped preset name laid out as `ovdet weights download` would lay it out, linking
+      to the tiny checkpoints: with `OVDET_WEIGHTS=/tmp/tiny/weights` (or the folder copied to
+      ./weights) the preset names themselves run offline.
+
+The tokenizer is the real CLIP BPE (49,408 tokens), built from the vocabulary file that the
+open_clip_torch wheel ships; only the network weights are random, so detections are
+meaningless but shapes, boxes and bookkeeping are the real code path.
 """
 
 from __future__ import annotations
@@ -156,14 +172,142 @@ def make_clip(out_dir: Path, seed: int = 0, projection_dim: int = 32, image_size
     return out_dir
 
 
+# ultralytics YOLOv8 at 1/16 of the n width (8-channel stems) and one block per stage:
+# milliseconds per image on a CPU, but every layer type of the real network
+TINY_YOLO_SCALE = [0.33, 0.0625, 256]  # depth, width, max channels (ultralytics' `scales` entry)
+
+
+def _tiny_ultralytics_yaml(template: str, out_dir: Path) -> Path:
+    """ultralytics' model YAML `template` (e.g. "yolov8.yaml") with only a tiny "n" scale,
+    written as <stem>n-tiny.yaml (ultralytics reads the scale letter from the file name)."""
+    import yaml
+    from ultralytics.utils.checks import check_yaml
+
+    spec = yaml.safe_load(Path(check_yaml(template)).read_text())
+    spec["scales"] = {"n": TINY_YOLO_SCALE}
+    path = out_dir / f"{Path(template).stem.replace('yolov8', 'yolov8n')}-tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def make_yolo(path: Path, world: bool = False, seed: int = 0) -> Path:
+    """Save a tiny random ultralytics YOLOv8 (or YOLOv8-Worldv2 with `world`) to `path` (.pt).
+
+    Built from ultralytics' own YAML at `TINY_YOLO_SCALE` and saved with `Model.save`, as
+    ultralytics saves checkpoints; ovdet loads it through `find_yolo_weights` /
+    `load_yolo_model` like a release asset. YOLO-World keeps its 512-d text input (the width
+    of CLIP ViT-B/32's embeddings): pair it with `make_clip(..., projection_dim=512)`."""
+    import tempfile
+
+    import torch
+
+    from ovdet.backends.yolo import ultralytics_offline
+
+    ultralytics_offline()  # no downloads, no telemetry, no pip installs from ultralytics
+    from ultralytics import YOLO, YOLOWorld
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = _tiny_ultralytics_yaml("yolov8-worldv2.yaml" if world else "yolov8.yaml", Path(tmp))
+        torch.manual_seed(seed)
+        model = (YOLOWorld if world else YOLO)(str(spec), verbose=False)
+        _tame_yolo_head(model.model.model[-1])
+        model.save(str(path))
+    return path
+
+
+def _tame_yolo_head(head) -> None:
+    """Raise the class-score biases from ultralytics' initial -10 (a prior for training: every
+    score ~1e-5, below any threshold) to -1.5, so a random tiny model's scores spread around
+    0.2 and its boxes survive the presets' thresholds: the point of trying it offline."""
+    import torch
+
+    with torch.no_grad():
+        if hasattr(head, "cv4"):  # WorldDetect: contrastive heads with a learned bias each
+            for contrastive in head.cv4:
+                contrastive.bias.fill_(-1.5)
+        else:  # Detect: the last convolution of each class branch
+            for branch in head.cv3:
+                branch[-1].bias.fill_(-1.5)
+
+
+def write_composite_configs(out: Path) -> dict[str, Path]:
+    """YAML configs of the composite presets over the tiny checkpoints in `out` (absolute paths)."""
+    out = Path(out).resolve()
+    configs = {
+        "clip-owlv2-proposals": {"base": "clip-b32-owlv2-proposals", "weights": out / "clip",
+                                 "proposer_weights": out / "owlv2"},
+        "clip-yolo-proposals": {"base": "clip-b16-yolo-proposals", "weights": out / "clip",
+                                "proposer_weights": out / "yolo.pt"},
+        "yolo-world": {"base": "yolo-world-s", "weights": out / "yolo-world.pt", "text_weights": out / "clip512"},
+    }
+    written = {}
+    for name, keys in configs.items():
+        lines = ["# tiny random checkpoints (tools/make_tiny_models.py): the real code path, meaningless boxes"]
+        lines += [f"{key}: {value}" for key, value in keys.items()]
+        written[name] = out / f"{name}.yaml"
+        written[name].write_text("\n".join(lines) + "\n")
+    return written
+
+
+def preset_layout(out: Path) -> dict[str, Path]:
+    """{path under weights/: tiny checkpoint} for every shipped preset, where ovdet's weights
+    lookup looks for it: weights/<preset>/ for transformers checkpoints (CLIP presets get the
+    512-d CLIP, which YOLO-World's text tower needs too), weights/<file>.pt for ultralytics."""
+    from ovdet.config import load_config, preset_names
+
+    layout: dict[str, Path] = {}
+    for name in preset_names():
+        cfg = load_config(name)
+        for weights in (cfg.weights, cfg.proposer_weights, cfg.text_weights):
+            if not weights:
+                continue
+            if weights.endswith(".pt"):
+                layout[weights] = out / ("yolo-world.pt" if "world" in weights else "yolo.pt")
+        family = {"owl": "owlv2" if "owlv2" in cfg.weights else "owlvit", "clip": "clip512"}.get(cfg.backend)
+        if family is not None:
+            layout[name] = out / family
+    return layout
+
+
+def link_presets(out: Path, weights_dir: Path) -> list[Path]:
+    """Lay out `preset_layout(out)` under `weights_dir` as symbolic links (copies where links
+    are not allowed); returns the entries written."""
+    import shutil
+
+    done = []
+    for rel, target in preset_layout(out).items():
+        dest = weights_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.is_dir():
+            shutil.rmtree(dest)
+        try:
+            dest.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+        except OSError:
+            (shutil.copytree if target.is_dir() else shutil.copy2)(target, dest)
+        done.append(dest)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="folder to write owlvit/, owlv2/ and clip/ into")
+    parser.add_argument("out", type=Path, help="folder to write the tiny checkpoints, configs and weights/ into")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for kind in ("owlvit", "owlv2"):
         print(f"wrote {make_owl(kind, args.out / kind, seed=args.seed)}")
     print(f"wrote {make_clip(args.out / 'clip', seed=args.seed)}")
+    print(f"wrote {make_clip(args.out / 'clip512', seed=args.seed, projection_dim=512)}")
+    print(f"wrote {make_yolo(args.out / 'yolo.pt', seed=args.seed)}")
+    print(f"wrote {make_yolo(args.out / 'yolo-world.pt', world=True, seed=args.seed)}")
+    for path in write_composite_configs(args.out).values():
+        print(f"wrote {path}")
+    linked = link_presets(args.out, args.out / "weights")
+    print(f"wrote {args.out / 'weights'}/ ({len(linked)} presets and files): OVDET_WEIGHTS={args.out / 'weights'} "
+          "makes the preset names load the tiny checkpoints")
     return 0
 
 

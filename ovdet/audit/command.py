@@ -1,7 +1,7 @@
 """`ovdet audit`: zero-shot classify a folder and compare the predictions across groups.
 
 Listed in `ovdet.cli.app` through `add_parser` / `run`. Writes predictions.csv,
-summary.csv and chart.png to --out and prints the per-group table with a chi-square test.
+summary.csv and chart.png to --out (default: a new run folder runs/audit/exp<N>) and prints the per-group table with a chi-square test.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_OUT = Path("runs/audit")
-
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli.options import add_vocabulary_options
+    from ..cli.options import add_run_options, add_vocabulary_options
 
     p = subparsers.add_parser(
         "audit", parents=[common], help="compare zero-shot predictions across groups of images",
@@ -27,12 +25,13 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--groups", type=Path,
                    help="CSV with a header and columns image,group; image = path, path relative to the images "
                         "folder, or file name. Every image needs exactly one row")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, help="output folder (default: a new run folder runs/audit/exp<N>)")
     p.add_argument("--model", "-m", default="clip-b32", help="CLIP preset, checkpoint folder or hub id (default: clip-b32)")
     p.add_argument("--templates", help="prompt templates (set name, one template with {}, or a file)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
     p.add_argument("--batch-size", type=int, help="images per forward pass")
+    add_run_options(p, "audit")
     return p
 
 
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from .report import AuditReport
     from .summary import rows_from, summarise
     from ..classify import Classifier
-    from ..cli.options import ImageBatches, config_overrides, read_vocabulary
+    from ..cli.options import ImageBatches, config_overrides, read_vocabulary, run_dir_for, saved_to
     from ..detector import resolve_config
     from ..io import expand_image_args
 
@@ -64,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         return batches.exit_code(0)
     report = AuditReport(tuple(rows), summarise(rows, names), tuple(batches.failed))
-    files = report.write(args.out)
+    out = args.out if args.out is not None else run_dir_for(args)
+    files = report.write(out)
     print(report.summary.table())
     warning = report.summary.chi2.warning()
     if warning:
         print(f"ovdet: warning: {warning}", file=sys.stderr)
-    print(f"ovdet: {len(rows)} image(s) audited; {', '.join(p.name for p in files.values())} in {args.out}",
-          file=sys.stderr)
+    print(f"ovdet: {len(rows)} image(s) audited ({', '.join(p.name for p in files.values())})", file=sys.stderr)
+    print(saved_to(out), file=sys.stderr)
     return batches.exit_code(len(rows))

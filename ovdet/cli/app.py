@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warning_printer(warnings.showwarning)
-            warnings.simplefilter("always", OvdetWarning)  # each is reported once by its sender
+            warnings.simplefilter("default", OvdetWarning)  # shown, once per message (not once per batch)
             parser = build_parser()
             args = parser.parse_args(argv)
             if args.command is None:

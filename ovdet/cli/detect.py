@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import OvdetError
-from .options import (ImageBatches, add_image_options, add_model_options, add_vocabulary_options, config_overrides,
-                      output_name, read_vocabulary, write_json)
+from ..errors import Interrupted, OvdetError
+from .options import (ImageBatches, add_image_options, add_model_options, add_run_options, add_vocabulary_options,
+                      config_overrides, output_name, read_vocabulary, run_dir_for, saved_to, write_json)
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -21,8 +21,11 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_model_options(det)
     det.add_argument("--boxes", type=Path,
                      help='JSON of boxes to score instead of proposals: {"image path or file name": [[x1, y1, x2, y2], ...]}')
-    det.add_argument("--out", type=Path, help="folder for annotated images")
-    det.add_argument("--json", dest="json_path", help="write results as JSON to this file ('-' = stdout)")
+    det.add_argument("--out", type=Path, help="folder for annotated images (instead of the run folder)")
+    det.add_argument("--json", dest="json_path", help="write results as JSON to this file ('-' = stdout) "
+                     "(instead of the run folder)")
+    det.add_argument("--no-save", action="store_true", help="only print the detections; write no files")
+    add_run_options(det, "detect")
     return det
 
 
@@ -44,6 +47,8 @@ def load_boxes(path: Path, image_paths: Sequence[str]) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Without --out, --json or --no-save the annotated images and results.json go to a new run
+    folder runs/detect/exp<N>; with either flag, exactly where it says."""
     names = read_vocabulary(args)  # fail before importing torch or loading a model
     from ..adapters import to_records
     from ..detector import Detector, resolve_config
@@ -51,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
     batches = ImageBatches(args.images, cfg.batch_size)
     boxes = dict(zip(batches.paths, load_boxes(args.boxes, batches.paths))) if args.boxes else None
+    explicit = args.out is not None or args.json_path is not None
+    save_dir = args.out
+    json_path = args.json_path
     detector = None  # loaded once the first image has been read: bad images fail fast
     results: list[dict] = []
     used_names: set[str] = set()
@@ -58,25 +66,31 @@ def run(args: argparse.Namespace) -> int:
         for paths, arrays in batches:
             if detector is None:
                 detector = Detector.from_config(cfg)
+                if not explicit and not args.no_save:  # made once the model has loaded
+                    save_dir = run_dir_for(args)
+                    json_path = str(save_dir / "results.json")
             given = [boxes[p] for p in paths] if boxes is not None else None
             for path, image, dets in zip(paths, arrays, detector.detect_batch(arrays, names, boxes=given)):
                 h, w = dets.image_size
                 results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
-                if args.out is not None:
+                if save_dir is not None:
                     from ..draw import annotate, save_image
 
-                    save_image(annotate(image, dets), args.out / output_name(path, used_names))
+                    save_image(annotate(image, dets), save_dir / output_name(path, used_names))
                 if args.json_path is None:
                     _print_detections(path, dets, batches.bar)
     except KeyboardInterrupt:
         # keep what was finished: the JSON of the images done so far, then exit 130
-        if args.json_path is not None and results:
-            write_json(args.json_path, results)
-            print(f"ovdet: interrupted; {len(results)} finished image(s) written to {args.json_path}", file=sys.stderr)
+        if json_path is not None and results:
+            write_json(json_path, results)
+            raise Interrupted(f"interrupted; {len(results)} finished image(s) written to {json_path}") from None
         raise
-    if args.json_path is not None:
-        write_json(args.json_path, results)
-    if args.json_path != "-" and (args.out is not None or args.json_path is not None):
+    if json_path is not None:
+        write_json(json_path, results)
+    if not explicit and save_dir is not None:
+        print(f"ovdet: {len(results)} image(s) processed", file=sys.stderr)
+        print(saved_to(save_dir), file=sys.stderr)
+    elif args.json_path != "-" and explicit:
         where = [str(x) for x in (args.out, args.json_path) if x is not None]
         print(f"ovdet: {len(results)} image(s) processed, results in {', '.join(where)}", file=sys.stderr)
     return batches.exit_code(len(results))

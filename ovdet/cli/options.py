@@ -119,7 +119,74 @@ def add_vocabulary_options(p: argparse.ArgumentParser, required: bool = True) ->
 
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (searched recursively), glob patterns or http(s) URLs")
+
+
+# -- where results go ------------------------------------------------------------------------
+# One convention for every command that writes files (as ultralytics does): without an explicit
+# output flag, results go to a new run folder runs/<task>/<name>, the name taking the first free
+# of exp, exp2, exp3..., and the command prints the folder at the end. Explicit flags (--out,
+# --json, --results-out...) write exactly where they say instead.
+RUNS_ROOT = Path("runs")
+DEFAULT_RUN_NAME = "exp"
+
+
+def add_run_options(p: argparse.ArgumentParser, task: str) -> None:
+    """--project, --name, --exist-ok: where the run folder runs/<task>/<name> goes.
+
+    `task` ("detect", "video", "eval"...) is stored as `args.run_task` for `run_dir_for`."""
+    group = p.add_argument_group("run folder (used when no explicit output is given)")
+    group.add_argument("--project", type=Path, metavar="DIR",
+                       help=f"folder holding the run folders (default: {RUNS_ROOT / task})")
+    group.add_argument("--name", default=DEFAULT_RUN_NAME,
+                       help=f"run folder name; taken names get 2, 3... appended (default: {DEFAULT_RUN_NAME})")
+    group.add_argument("--exist-ok", action="store_true", help="write into --name even if it exists")
+    p.set_defaults(run_task=task)
+
+
+def run_dir(task: str, name: str = DEFAULT_RUN_NAME, project: str | Path | None = None,
+            exist_ok: bool = False) -> Path:
+    """Create and return the run folder `project/name` (default project: runs/<task>).
+
+    Without `exist_ok` the first free of name, name2, name3... is taken; the folder is made
+    with exist_ok=False, so two runs started at once never share one."""
+    parent = Path(project) if project is not None else RUNS_ROOT / task
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise UsageError(f"--name must be a plain folder name, got {name!r}")
+    if exist_ok:
+        (parent / name).mkdir(parents=True, exist_ok=True)
+        return parent / name
+    parent.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while True:
+        candidate = parent / (name if k == 1 else f"{name}{k}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            k += 1
+
+
+def run_dirs(task: str, name: str = DEFAULT_RUN_NAME, project: str | Path | None = None) -> list[Path]:
+    """The existing run folders name, name2, name3... under project (runs/<task>), in order."""
+    parent = Path(project) if project is not None else RUNS_ROOT / task
+    pattern = re.compile(re.escape(name) + r"(\d*)$")
+    found = []
+    for child in parent.iterdir() if parent.is_dir() else ():
+        match = pattern.match(child.name)
+        if child.is_dir() and match and match.group(1) != "1":
+            found.append((int(match.group(1) or 1), child))
+    return [path for _, path in sorted(found)]
+
+
+def run_dir_for(args: argparse.Namespace) -> Path:
+    """`run_dir` from the flags of `add_run_options`."""
+    return run_dir(args.run_task, args.name, args.project, args.exist_ok)
+
+
+def saved_to(where: Path | str) -> str:
+    """The closing line of a command that wrote files (stderr, so stdout stays parseable)."""
+    return f"ovdet: results saved to {where}"
 
 
 # flag dest -> DetectorConfig key, for every model flag a subcommand may have
@@ -171,12 +238,12 @@ class ImageBatches:
     def __init__(self, image_args: Sequence[str], batch_size: int):
         from tqdm import tqdm
 
-        from ..io import expand_image_args
+        from ..io import expand_image_args, is_url
 
         self.paths = list(expand_image_args(image_args))
         if not self.paths:
             raise ImageReadError(f"no images found in {' '.join(image_args)}")
-        missing = [p for p in self.paths if not os.path.isfile(p)]
+        missing = [p for p in self.paths if not (is_url(p) or os.path.isfile(p))]
         if len(missing) == len(self.paths):
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise ImageReadError(f"image not found: {missing[0]}{more}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from pathlib import Path
 
@@ -25,11 +24,13 @@ DEFAULT_MODEL = "owlv2-b16"
 EVAL_THRESHOLD = 0.001
 MAX_DETS = {"coco": 100, "ov-coco": 100, "lvis": 300}
 FIXED_AP_MAX_DETS = 1000  # per image, before the 10,000-per-class cap of LVIS Fixed AP
-RUN_ONLY = ("limit", "resume", "results_out", "classes_from")  # besides the model flags
+RUN_ONLY = ("limit", "resume", "overwrite", "results_out", "classes_from")  # besides the model flags
+RESULTS_NAME, METRICS_NAME = "results.json", "metrics.json"  # in the run folder
 
 EXAMPLES = """examples:
   ovdet eval --images val2017/ --annotations instances_val2017.json --model owlv2-b16 --metrics-out m.json
   ovdet eval --images val2017/ --annotations instances_val2017.json --protocol ov-coco --resume
+      (continues the latest unfinished run in runs/eval/)
   ovdet eval --images val2017/ --annotations lvis_v1_val.json --lvis-mode fixed --plots plots/
   ovdet eval --results results.json --annotations instances_val2017.json
 """
@@ -75,14 +76,22 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                         "an {id: name} JSON, or a text file with one name per category in id order "
                         "(ov-coco: its 65 classes)")
     p.add_argument("--results-out", type=Path, metavar="RESULTS.json",
-                   help="where to write the COCO results (default: ./<annotations>.<model>.results.json)")
-    p.add_argument("--metrics-out", type=Path, metavar="METRICS.json", help="write the metrics as JSON")
+                   help=f"where to write the COCO results (default: {RESULTS_NAME} in the run folder runs/eval/exp<N>)")
+    p.add_argument("--metrics-out", type=Path, metavar="METRICS.json",
+                   help=f"where to write the metrics as JSON (default: {METRICS_NAME} in the run folder)")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write a precision-recall plot (pr_curve.png) here")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images of the annotation file")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from <results-out>.partial.jsonl")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from <results-out>.partial.jsonl (default: the latest "
+                             "unfinished run folder runs/eval/<name><N>)")
+    resume.add_argument("--overwrite", action="store_true",
+                        help="start over where <results-out>.partial.jsonl holds an unfinished run (deletes it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
+    from ..cli.options import add_run_options
+
+    add_run_options(p, "eval")
     return p
 
 
@@ -118,9 +127,39 @@ def _check_options(args: argparse.Namespace, protocol: str) -> None:
         raise EvalUsageError(f"--lvis-mode applies to --protocol lvis, not {protocol}")
 
 
-def _default_results_out(annotations: Path, model: str) -> Path:
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model.rstrip("/\\")).name or model)
-    return Path(f"{annotations.stem}.{label}.results.json")
+class RunFolder:
+    """The run folder runs/eval/<name><N>, made on first use (a run that fails its checks
+    leaves no empty folder behind)."""
+
+    def __init__(self, args: argparse.Namespace, path: Path | None = None):
+        self.args, self.path = args, path
+
+    def get(self) -> Path:
+        from ..cli.options import run_dir_for
+
+        if self.path is None:
+            self.path = run_dir_for(self.args)
+        return self.path
+
+
+def _results_out(args: argparse.Namespace, folder: RunFolder) -> Path:
+    """Where this run's results go: --results-out; with --resume, the latest run folder with an
+    unfinished run; otherwise results.json in a new run folder."""
+    from ..cli.options import run_dirs
+    from .runner import partial_path, unfinished_run_message
+
+    if args.results_out is not None:
+        if partial_path(args.results_out).is_file() and not (args.resume or args.overwrite):
+            raise EvalUsageError(unfinished_run_message(partial_path(args.results_out)))  # before loading a model
+        return args.results_out
+    unfinished = [d for d in run_dirs("eval", args.name, args.project) if partial_path(d / RESULTS_NAME).is_file()]
+    if args.resume and unfinished:
+        folder.path = unfinished[-1]
+        return folder.path / RESULTS_NAME
+    if unfinished and not args.resume:
+        # never silently: the new run goes to a new folder and the old one stays as it is
+        print(f"ovdet: note: {unfinished[-1]} holds an unfinished run; --resume continues it", file=sys.stderr)
+    return folder.get() / RESULTS_NAME
 
 
 def _categories(dataset, protocol: str) -> list[dict]:
@@ -133,7 +172,7 @@ def _categories(dataset, protocol: str) -> list[dict]:
     return list(dataset.categories)
 
 
-def _run_model(args: argparse.Namespace, dataset, protocol: str):
+def _run_model(args: argparse.Namespace, dataset, protocol: str, folder: RunFolder):
     from ..cli.options import config_overrides
     from ..detector import Detector, resolve_config
     from ..text import validate_vocabulary
@@ -151,12 +190,20 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str):
     overrides.setdefault("max_detections", FIXED_AP_MAX_DETS if fixed else MAX_DETS[protocol])
     overrides.setdefault("multi_label", True)  # AP ranks (box, class) pairs; one label per box loses recall
     config = resolve_config(model, device=args.device, **overrides)
+    if args.exist_ok and args.results_out is None and not (args.resume or args.overwrite):
+        # a reused run folder may hold an unfinished run: refuse before loading a model
+        from ..cli.options import RUNS_ROOT
+        from .runner import partial_path, unfinished_run_message
+
+        existing = (args.project or RUNS_ROOT / "eval") / args.name / RESULTS_NAME
+        if partial_path(existing).is_file():
+            raise EvalUsageError(unfinished_run_message(partial_path(existing)))
     detector = Detector.from_config(config)
-    results_out = args.results_out or _default_results_out(args.annotations, model)
+    results_out = _results_out(args, folder)
     outcome = run_detector(
         detector, dataset, args.images, classes=classes, category_ids=[c["id"] for c in categories],
         results_out=results_out, limit=args.limit, batch_size=args.batch_size, resume=args.resume,
-        progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress,
     )
     resumed = f", {outcome.resumed} taken from the interrupted run" if outcome.resumed else ""
     print(f"ovdet: {len(outcome.image_ids)} image(s) detected ({outcome.computed} in {outcome.seconds:.1f} s, "
@@ -187,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
     elif protocol == "ov-coco":
         check_split(dataset, load_split())
 
+    folder = RunFolder(args)
     if args.results is not None:
         results = load_results(args.results, dataset)
         image_ids, skipped, source = None, {}, {"results_file": str(args.results)}
@@ -196,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ovdet: {args.results} has detections on {covered} of the {len(dataset.images)} annotated "
                   "images; the others are scored as images without detections", file=sys.stderr)
     else:
-        results, image_ids, skipped, source = _run_model(args, dataset, protocol)
+        results, image_ids, skipped, source = _run_model(args, dataset, protocol, folder)
 
     evaluation = evaluate(protocol, dataset, results, image_ids, lvis_mode=args.lvis_mode or "standard")
     metrics = evaluation.metrics
@@ -209,9 +257,14 @@ def run(args: argparse.Namespace) -> int:
     print(format_metrics(metrics))
     print()
     print(format_per_category(metrics))
+    metrics_out = args.metrics_out if args.metrics_out is not None else folder.get() / METRICS_NAME
+    write_json_atomic(metrics_out, metrics, indent=2)
     if args.metrics_out is not None:
-        write_json_atomic(args.metrics_out, metrics, indent=2)
         print(f"ovdet: metrics in {args.metrics_out}", file=sys.stderr)
     if args.plots is not None:
         print(f"ovdet: precision-recall plot in {plot_pr(evaluation, args.plots)}", file=sys.stderr)
+    if folder.path is not None:
+        from ..cli.options import saved_to
+
+        print(saved_to(folder.path), file=sys.stderr)
     return EXIT_PARTIAL if skipped else EXIT_OK

@@ -50,6 +50,17 @@ def partial_path(results_out: str | Path) -> Path:
     return results_out.with_name(results_out.name + ".partial.jsonl")
 
 
+def unfinished_run_message(partial: Path) -> str:
+    """The refusal when a run would replace an unfinished one: it names both ways out."""
+    try:
+        with open(partial, encoding="utf-8") as fh:
+            finished = max(sum(1 for _ in fh) - 1, 0)  # the first line is the header
+    except OSError:
+        finished = 0
+    return (f"{partial} holds an unfinished run ({finished} image(s) done): --resume continues it, "
+            "--overwrite starts over and deletes it")
+
+
 def prompt_name(name: str) -> str:
     """A category name as text for the model: LVIS writes "traffic_light" for "traffic light"."""
     return " ".join(name.replace("_", " ").split())
@@ -228,6 +239,7 @@ def run_detector(
     batch_size: int | None = None,
     threshold: float | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> RunOutcome:
     """Detect `classes` on the first `limit` images of `dataset` and write COCO results.
@@ -239,10 +251,14 @@ def run_detector(
         results_out: the COCO results JSON to write (atomically).
         batch_size: images per forward pass, and per write to the partial file.
         threshold: score cut (default: the detector config's).
-        resume: continue `<results_out>.partial.jsonl` if present (else start over).
+        resume: continue `<results_out>.partial.jsonl` if present (else start from the first image).
+        overwrite: start over even if `<results_out>.partial.jsonl` holds an unfinished run
+            (that run is deleted). Without `resume` or `overwrite` such a file is an error:
+            finished work is never discarded silently.
     Raises:
         ImageReadError: none of the selected images is in `images_dir`.
-        ResumeError: the partial file was made with other settings.
+        ResumeError: the partial file was made with other settings, or exists and neither
+            `resume` nor `overwrite` says what to do with it.
     """
     if len(classes) != len(category_ids):
         raise ValueError(f"{len(classes)} class names for {len(category_ids)} category ids")
@@ -260,9 +276,8 @@ def run_detector(
         done = _read_partial(partial, header)
     elif resume:
         tqdm.write(f"ovdet: nothing to resume ({partial} not found); starting from the first image", file=sys.stderr)
-    elif partial.is_file():
-        tqdm.write(f"ovdet: starting over; the unfinished run in {partial} is discarded (--resume continues it)",
-                   file=sys.stderr)
+    elif partial.is_file() and not overwrite:
+        raise ResumeError(unfinished_run_message(partial))
     fresh = done is None
     done = done or {}
     selected_ids = {img["id"] for img in selection}

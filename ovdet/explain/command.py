@@ -19,11 +19,9 @@ import numpy as np
 
 from ..errors import ConfigError, OvdetError
 
-DEFAULT_OUT = Path("runs/explain")
-
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli.options import add_image_options, add_vocabulary_options
+    from ..cli.options import add_image_options, add_run_options, add_vocabulary_options
     from . import METHODS
 
     p = subparsers.add_parser(
@@ -38,7 +36,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                    help="CLIP ViT preset, checkpoint folder or hub id (default: clip-b32); runs in fp32")
     p.add_argument("--method", choices=METHODS, default="gradcam", help="gradcam (default) or rollout")
     p.add_argument("--templates", help="prompt templates (set name, one template with {}, or a file)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, help="output folder (default: a new run folder runs/explain/exp<N>)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--detections-from", type=Path,
                         help="JSON written by `ovdet detect --json`: a map per listed detection")
@@ -47,6 +45,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--threshold", "-t", type=float, help="score cut for --detect-model (default: its preset's)")
     p.add_argument("--max-det", type=int, help="most detections mapped per image with --detect-model")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    add_run_options(p, "explain")
     return p
 
 
@@ -119,7 +118,7 @@ def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli.options import ImageBatches, read_vocabulary
+    from ..cli.options import ImageBatches, read_vocabulary, run_dir_for, saved_to
     from ..detector import Detector, resolve_config
     from . import NOT_A_CLIP_VIT
     from .maps import Explainer
@@ -139,13 +138,15 @@ def run(args: argparse.Namespace) -> int:
     batches = ImageBatches(args.images, 1)
     explainer, detector = None, None
     slugs = _slugs(names)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     index: list[dict] = []
     used: set[str] = set()
     done = 0
     for paths, arrays in batches:
         if explainer is None:
             explainer = Explainer.from_config(cfg)
+            out = run_dir_for(args) if out is None else out  # made once the model has loaded
+            out.mkdir(parents=True, exist_ok=True)
             if args.detect_model:
                 extra = {k: v for k, v in (("threshold", args.threshold), ("max_detections", args.max_det)) if v is not None}
                 detector = Detector.from_pretrained(args.detect_model, device=args.device, **extra)
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             stem = _unique_stem(path, used)
             h, w = image.shape[:2]
             for name, slug, relevance in zip(names, slugs, explainer.iter_class_maps(image, names, args.method)):
-                png = args.out / f"{stem}_{slug}.png"
+                png = out / f"{stem}_{slug}.png"
                 _save_map(relevance, image, png)
                 index.append({"image": path, "kind": "class", "class_name": name,
                               "map": str(png.with_suffix(".npy")), "overlay": str(png)})
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 dets = given[path] if given is not None else []
             for i, d in enumerate(dets):  # one map at a time: N full-size maps can be gigabytes
                 relevance = explainer.explain_box(image, d["box"], d["class_name"], args.method)
-                png = args.out / f"{stem}_det{i:02d}_{_slug(d['class_name'])}.png"  # the index keeps it unique
+                png = out / f"{stem}_det{i:02d}_{_slug(d['class_name'])}.png"  # the index keeps it unique
                 one = Detections(xyxy=[d["box"]], scores=[d["score"]], class_ids=[0], class_names=(d["class_name"],),
                                  image_size=(h, w))
                 _save_map(relevance, image, png, one)
@@ -174,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             batches.bar.write(f"{path}: {len(names)} class map(s), {len(dets)} detection map(s)", file=sys.stdout)
             done += 1
     if done:
-        write_json_atomic(args.out / "index.json", index, indent=2)
-        print(f"ovdet: maps for {done} image(s) in {args.out} (index.json lists them)", file=sys.stderr)
+        write_json_atomic(out / "index.json", index, indent=2)
+        print(f"ovdet: maps for {done} image(s) (index.json lists them)", file=sys.stderr)
+        print(saved_to(out), file=sys.stderr)
     return batches.exit_code(done)

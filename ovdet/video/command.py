@@ -4,7 +4,8 @@
 
 Writes an annotated video (input size and frame rate) and/or one JSON line per frame:
 {"frame": i, "time": seconds, "detections": [...]} with the detections in the schema of
-`ovdet detect` (plus "track_id" with --track; -1 = not yet confirmed).
+`ovdet detect` (plus "track_id" with --track, from an object's first frame on; -1 = a low-score
+box that matches no track).
 
 Ctrl-C or SIGTERM stops reading, processes what is queued, closes the video so it plays,
 flushes the JSONL and prints a summary (exit 130); a second Ctrl-C aborts at once, still
@@ -15,6 +16,7 @@ skipped, 2 user error (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -58,7 +60,7 @@ def _rate(text: str) -> float:
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `video` subcommand to `subparsers`; `common` is the parent parser (--debug)."""
-    from ..cli.options import add_model_options, add_vocabulary_options
+    from ..cli.options import add_model_options, add_run_options, add_vocabulary_options
 
     p = subparsers.add_parser(
         "video", parents=[common], help="detect (and track) in videos, webcams and streams",
@@ -70,8 +72,10 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     add_vocabulary_options(p)  # --classes or --classes-from
     add_model_options(p)
     p.add_argument("--out", type=Path, help="annotated video (.mp4, .avi, .mkv, .mov, .m4v) at the input's size and fps; "
-                   "only .avi stays readable if the process is killed hard (kill -9, power loss)")
+                   "only .avi stays readable if the process is killed hard (kill -9, power loss). "
+                   "Without --out and --jsonl both go to the run folder runs/video/exp<N>")
     p.add_argument("--jsonl", help="one JSON line per frame to this file ('-' = stdout)")
+    p.add_argument("--no-save", action="store_true", help="write no files; print the summary only")
     p.add_argument("--track", action="store_true", help="ByteTrack ids that persist across frames")
     p.add_argument("--smooth", type=_count(0), default=0, metavar="K",
                    help="with --track: average class scores over a track's last K detector runs (0 = off)")
@@ -87,7 +91,19 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
                    help="frames buffered between reading and detection (default: the batch size, at least 2); "
                         "a stop finishes these, a live source drops beyond them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_run_options(p, "video")
     return p
+
+
+def output_stem(source: str) -> str:
+    """File name stem for a run folder's outputs: the video's own name, webcam<N>, or stream."""
+    text = str(source).strip()
+    if text.isdigit():
+        return f"webcam{text}"
+    if "://" in text:
+        return "stream"
+    stem = re.sub(r"[^\w.-]+", "_", Path(text.rstrip("/\\")).stem).strip("_.")
+    return stem or "video"
 
 
 class _StopOnSignal:
@@ -118,7 +134,7 @@ class _StopOnSignal:
 def run(args: argparse.Namespace) -> int:
     """Run `ovdet video` with parsed `args`; returns the exit code. User errors raise
     `OvdetError` (the CLI prints them in one line)."""
-    from ..cli.options import config_overrides, read_vocabulary
+    from ..cli.options import config_overrides, read_vocabulary, run_dir_for, saved_to
     from ..detector import Detector, resolve_config
     from .reader import FrameReader, ReconnectPolicy
     from .stream import default_queue_size, stream
@@ -138,10 +154,15 @@ def run(args: argparse.Namespace) -> int:
         fps=args.fps,
     )
     jsonl = None
+    out, jsonl_path, save_dir = args.out, args.jsonl, None
     try:
         detector = Detector.from_config(cfg)
+        if out is None and jsonl_path is None and not args.no_save:
+            save_dir = run_dir_for(args)  # made once the model has loaded
+            out = save_dir / f"{output_stem(args.source)}.mp4"
+            jsonl_path = str(save_dir / f"{output_stem(args.source)}.jsonl")
         # opened only once the model has loaded: a failed start must not truncate old results
-        jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
+        jsonl = JsonlWriter(jsonl_path) if jsonl_path else None
         frames = stream(detector, reader, names, track=args.track, every=args.every,
                         batch_size=cfg.batch_size, smooth=args.smooth, max_frames=args.max_frames)
     except BaseException:
@@ -149,7 +170,10 @@ def run(args: argparse.Namespace) -> int:
         if jsonl is not None:
             jsonl.close()
         raise
-    return _consume(frames, args.out, jsonl, progress=not args.no_progress)
+    code = _consume(frames, out, jsonl, progress=not args.no_progress)
+    if save_dir is not None:
+        print(saved_to(save_dir), file=sys.stderr)
+    return code
 
 
 def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool) -> int:

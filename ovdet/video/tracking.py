@@ -62,8 +62,51 @@ def _bytetrack(settings: TrackSettings, fps: float):
         track_activation_threshold=settings.activation_threshold,
         minimum_iou_threshold=settings.min_iou,
         high_conf_det_threshold=settings.high_threshold,
-        minimum_consecutive_frames=2,  # a track gets its id on its second sighting
+        minimum_consecutive_frames=2,  # a box seen once and never again is dropped as noise
     )
+
+
+class TrackIds:
+    """Track ids from the first sighting.
+
+    ByteTrack (the `trackers` package) reports a new track with id -1 until it has been seen
+    on `minimum_consecutive_frames` frames, so every object's first frame had no id. This maps
+    ByteTrack's track objects (its public `tracks` list) to ovdet's own ids, handed out when a
+    track is born: the first frame already carries the id the object keeps. A track that dies
+    after one frame leaves a gap in the numbering. Rows ByteTrack leaves untracked (a
+    low-score box that matches no track) stay -1.
+    """
+
+    def __init__(self):
+        self._next = 0
+        self._ids: dict[int, tuple[object, int]] = {}  # id(track object) -> (object, ovdet id)
+
+    def assign(self, tracker, boxes: np.ndarray, bytetrack_ids: np.ndarray) -> np.ndarray:
+        """(N, 4) xyxy boxes and ByteTrack's (N,) ids from its last update -> (N,) ovdet ids."""
+        tracks = list(tracker.tracks)
+        alive = {id(t) for t in tracks}
+        self._ids = {k: v for k, v in self._ids.items() if k in alive}  # forget dead tracks
+        by_bytetrack = {t.tracker_id: t for t in tracks if t.tracker_id >= 0}
+        newborn = [t for t in tracks if t.tracker_id < 0 and id(t) not in self._ids]
+        out = np.full(len(boxes), -1, np.int64)
+        for row, (box, bid) in enumerate(zip(boxes, bytetrack_ids.tolist())):
+            track = by_bytetrack.get(bid) if bid >= 0 else None
+            if track is None and bid < 0:
+                # a track born on this frame starts at its detection's box exactly
+                track = next((t for t in newborn if np.allclose(t.get_state_bbox(), box, atol=1e-3)), None)
+                if track is not None:
+                    newborn.remove(track)
+            if track is None:
+                continue
+            if id(track) not in self._ids:
+                self._ids[id(track)] = (track, self._next)
+                self._next += 1
+            out[row] = self._ids[id(track)][1]
+        return out
+
+    def alive(self) -> set[int]:
+        """The ovdet ids of the tracks ByteTrack still keeps (lost ones included)."""
+        return {ovdet_id for _, ovdet_id in self._ids.values()}
 
 
 class ClassSmoother:
@@ -122,8 +165,8 @@ class FrameTracker:
         dets = tracker.update(detections, timestamp=t, index=i)   # frame the detector saw
         dets = tracker.carry(index=i + 1)                          # frame it skipped
 
-    `update` returns every input detection with `tracker_ids` set (-1: not confirmed yet, e.g.
-    an object's first frame); `carry` returns the last result with each tracked box moved by
+    `update` returns every input detection with `tracker_ids` set (from the object's first
+    frame on; -1 only for low-score boxes that match no track); `carry` returns the last result with each tracked box moved by
     its track's velocity (pixels per frame, from its last two detector runs), clipped to the
     image.
     """
@@ -131,6 +174,7 @@ class FrameTracker:
     def __init__(self, settings: TrackSettings | None = None, fps: float = 30.0):
         self.settings = settings or TrackSettings()
         self._tracker = _bytetrack(self.settings, fps)
+        self._ids = TrackIds()
         self._smoother: ClassSmoother | None = None
         self._last: Detections | None = None
         self._last_index = 0
@@ -140,6 +184,7 @@ class FrameTracker:
     def update(self, dets: Detections, timestamp: float, index: int) -> Detections:
         """Track `dets`, found on frame `index` at `timestamp` seconds."""
         tracked_sv = self._tracker.update(to_supervision(dets), timestamp=float(timestamp))
+        tracked_sv.tracker_id = self._ids.assign(self._tracker, tracked_sv.xyxy, tracked_sv.tracker_id)
         tracked = from_supervision(tracked_sv, dets.class_names, dets.image_size)
         if self.settings.smooth:
             if self._smoother is None:
@@ -157,7 +202,7 @@ class FrameTracker:
             seen[tid] = (index, box)
         self._seen = seen  # only tracks on this frame: a track's velocity needs its last two sightings
         if self._smoother is not None:
-            self._smoother.forget(set(self._tracker.tracked_objects.tracker_id.tolist()) | set(seen))
+            self._smoother.forget(self._ids.alive() | set(seen))
         self._last, self._last_index, self._velocity = tracked, index, velocity
         return tracked.sorted()  # ByteTrack returns its own order; callers get best-first
 
