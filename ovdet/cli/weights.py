@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if wmod.offline():
         raise WeightsNotFoundError(f"cannot download {cfg.weights}: HF_HUB_OFFLINE=1 is set; unset it on a machine with internet")
     root = args.to.parent if args.to else wmod.weights_dirs()[0]
-    for source, path in wmod.download_preset(cfg, root, main_dir=args.to):
+    from ..downloads import download_preset
+
+    for source, path in download_preset(cfg, root, main_dir=args.to):
         print(f"stored {source} in {path}")
     print(f"copy {root}/ to weights/ beside ovdet (or point $OVDET_WEIGHTS at it) on the offline machine")
     return EXIT_OK
@@ -63,7 +65,7 @@ def _list(long: bool) -> int:
                 continue
             try:
                 if weights.endswith(".pt"):  # an ultralytics file, not a transformers folder
-                    from ..backends.yolo import find_yolo_weights
+                    from ..backends.yolo.files import find_yolo_weights
 
                     path = find_yolo_weights(weights, preset=cfg.name if part == "model" else "")
                     source = "weights/"
