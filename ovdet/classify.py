@@ -76,7 +76,8 @@ class Classifier:
         class every image gets 1.0 (an `OvdetWarning` says so)."""
         names = validate_vocabulary(classes)
         if len(names) == 1:
-            warnings.warn(ONE_CLASS_WARNING.format(name=names[0]), OvdetWarning, stacklevel=2)
+            # stacklevel 3: past torch's inference_mode wrapper, to the caller
+            warnings.warn(ONE_CLASS_WARNING.format(name=names[0]), OvdetWarning, stacklevel=3)
         text = self.vocabulary(names).to(self.clip.device)
         out = []
         for start in range(0, len(images), self.batch_size):

@@ -58,7 +58,12 @@ def _warning_printer(previous):
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if issubclass(category, OvdetWarning):
-            print(f"ovdet: warning: {message}", file=sys.stderr if file is None else file)
+            text, out = f"ovdet: warning: {message}", sys.stderr if file is None else file
+            tqdm = sys.modules.get("tqdm")
+            if tqdm is not None:  # a progress bar may be drawn on stderr: print above it, not into it
+                tqdm.tqdm.write(text, file=out)
+            else:
+                print(text, file=out)
         else:
             previous(message, category, filename, lineno, file, line)
 
