@@ -321,3 +321,20 @@ def test_readme_says_how_to_install_cpu_torch():
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in readme
     start = readme.index("```bash\npip install -e . && ovdet detect")
     assert readme.index("--index-url https://download.pytorch.org/whl/cpu") > start  # the two-command start first
+
+
+def test_run_folder_helpers(tmp_path, monkeypatch):
+    """The public helpers other subcommands use (ovdet.cli.options)."""
+    from ovdet.cli.options import UsageError, run_dir, run_dirs, saved_to
+
+    monkeypatch.chdir(tmp_path)
+    made = [run_dir("label") for _ in range(3)]
+    assert made == [Path("runs/label/exp"), Path("runs/label/exp2"), Path("runs/label/exp3")]
+    assert all(p.is_dir() for p in made)
+    (tmp_path / "runs/label/expert").mkdir()  # another name that starts the same is not a run of "exp"
+    assert run_dirs("label") == made
+    assert run_dir("label", "exp", exist_ok=True) == Path("runs/label/exp")
+    assert run_dir("serve", "api", project=tmp_path / "p") == tmp_path / "p" / "api"
+    with pytest.raises(UsageError, match="plain folder name"):
+        run_dir("label", "../escape")
+    assert saved_to(made[0]) == "ovdet: results saved to runs/label/exp"

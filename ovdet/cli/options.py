@@ -1,7 +1,10 @@
 """Options and helpers every `ovdet` subcommand shares (public: feature packages import them).
 
 This module imports no subcommand, so eval/, video/, explain/, audit/ (and later ones) may
-import it without a circle; `ovdet.cli.app` assembles the subcommands.
+import it without a circle; `ovdet.cli.app` assembles the subcommands. Commands that write
+files take their run folder from here: `add_run_options(parser, task)` (--project, --name,
+--exist-ok), `run_dir_for(args)` / `run_dir(task, ...)` (runs/<task>/exp, exp2, ...; created),
+`run_dirs(...)` (the existing ones) and `saved_to(folder)` (the closing line).
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ def add_vocabulary_options(p: argparse.ArgumentParser, required: bool = True) ->
 
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (searched recursively), glob patterns or http(s) URLs")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (searched recursively), glob patterns or http(s) URLs")
 
 
 # -- where results go ------------------------------------------------------------------------
