@@ -195,7 +195,6 @@ def test_chi_square_larger_table_matches_pearson_by_hand():
 
 def test_audit_package_init_only_names_what_it_offers():
     import ast
-    import importlib
     from pathlib import Path
 
     import ovdet.audit as package

@@ -16,9 +16,7 @@ import textwrap
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -260,7 +258,7 @@ def test_weights_list_fits_the_terminal(tmp_path, columns):
     assert max(len(l) for l in lines) <= columns, [l for l in lines if len(l) > columns]
     assert any(l.startswith("owlv2-b16 ") and "no: model" in l for l in lines)
     long = run_cli("weights", "list", "--long", cwd=tmp_path, env_extra={"COLUMNS": "60"})
-    assert f"owlv2-b16  model  google/owlv2-base-patch16-ensemble  missing" in long.stdout
+    assert "owlv2-b16  model  google/owlv2-base-patch16-ensemble  missing" in long.stdout
 
 
 def test_classify_with_one_class_warns(tmp_path, tiny_clip, chelsea_path, astronaut_path):
