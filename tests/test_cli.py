@@ -232,7 +232,9 @@ def test_interrupted_detect_keeps_finished_images(tiny_owlv2, images, tmp_path, 
                      "--json", str(json_path)])
     assert code == 130
     assert [r["image"] for r in json.loads(json_path.read_text())] == [str(images / "astronaut.jpg")]
-    assert "interrupted" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1, err  # once, saying where the finished work is
+    assert f"ovdet: interrupted; 1 finished image(s) written to {json_path}" in err
 
 
 def test_cli_starts_without_importing_torch():
