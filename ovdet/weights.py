@@ -127,7 +127,7 @@ def locate(name: str, weights: str, download: bool = True) -> Located:
         else "pass --model a folder saved by save_pretrained, or a reachable hub id"
     )
     raise WeightsNotFoundError(
-        f"{fix}: no checkpoint for {label} on this machine (--debug lists where ovdet looked)",
+        f"{fix}: no checkpoint for {label} on this machine (--debug: places looked)",
         details="ovdet looked in:\n  " + "\n  ".join(looked),
     )
 

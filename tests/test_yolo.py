@@ -315,7 +315,7 @@ def test_find_yolo_weights_missing_is_one_line(tmp_path, monkeypatch):
     assert message.startswith("run `ovdet weights download yolo-world-s`")
     assert str(tmp_path / "weights" / "yolov8s-worldv2.pt") in details  # the places looked: for --debug
     assert "$OVDET_WEIGHTS (unset)" in details
-    with pytest.raises(WeightsNotFoundError, match="put it in weights/: no YOLO weights mine.pt on this machine"):
+    with pytest.raises(WeightsNotFoundError, match="put it in weights/: no mine.pt on this machine"):
         find_yolo_weights("mine.pt")
     assert_offline()
 

@@ -67,7 +67,7 @@ def find_yolo_weights(filename_or_path: str | Path, preset: str = "") -> Path:
     else:
         fix = f"download {name} (ultralytics release assets) where the network is reachable and put it in weights/"
     # the fix first and the line short; the places looked go to the details (--debug)
-    raise WeightsNotFoundError(f"{fix}: no YOLO weights {name} on this machine (--debug lists where ovdet looked)",
+    raise WeightsNotFoundError(f"{fix}: no {name} on this machine (--debug: places looked)",
                                details="ovdet looked in:\n  " + "\n  ".join(looked))
 
 
