@@ -112,6 +112,13 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     return np.array(img)  # a writable copy: torch refuses to wrap read-only buffers
 
 
+def _unidentified(exc: ImportError) -> BaseException:
+    """Once ultralytics is imported, `PIL.Image.open` is its wrapper, which answers a file PIL
+    cannot identify by importing a HEIF plugin (pi_heif) and retrying; without that package the
+    user would see "No module named 'pi_heif'" for a broken JPEG. Report PIL's own error."""
+    return exc.__context__ if isinstance(exc.__context__, UnidentifiedImageError) else exc
+
+
 def load_image(image: Any) -> np.ndarray:
     """Load a path, http(s) URL, PIL image or array as an (H, W, 3) RGB uint8 array.
 
@@ -136,6 +143,8 @@ def load_image(image: Any) -> np.ndarray:
             if isinstance(exc, ImageReadError):
                 raise
             raise ImageReadError(f"cannot read image {image}: {exc}") from exc
+        except ImportError as exc:
+            raise ImageReadError(f"cannot read image {image}: {_unidentified(exc)}") from exc
     if hasattr(image, "__fspath__") or isinstance(image, str):
         path = Path(image)
         if not path.exists():
@@ -150,6 +159,8 @@ def load_image(image: Any) -> np.ndarray:
             raise ImageReadError(f"image too large ({exc}); ovdet reads up to {MAX_IMAGE_PIXELS:,} pixels: {path}") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+        except ImportError as exc:
+            raise ImageReadError(f"cannot read image {path}: {_unidentified(exc)}") from exc
     raise ImageReadError(f"unsupported image type {type(image).__name__}: pass a path, PIL image or numpy array")
 
 

@@ -106,3 +106,22 @@ def test_atomic_output_leaves_no_partial_file(tmp_path):
     assert target.read_text().strip() == '{"a": 1}'
     assert sorted(p.name for p in target.parent.iterdir()) == ["r.json"]  # no temporary left
     assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # umask permissions, not mkstemp's
+
+
+def test_unreadable_file_is_an_image_error_after_ultralytics_patched_pil(tmp_path):
+    """ultralytics replaces PIL.Image.open with a wrapper that imports a HEIF plugin when PIL
+    cannot identify a file; without that plugin a broken JPEG must still read as unreadable."""
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    code = ("import ultralytics.utils.patches, PIL.Image\n"
+            "from ovdet.errors import ImageReadError\n"
+            "from ovdet.io import load_image\n"
+            f"try:\n    load_image({str(broken)!r})\nexcept ImageReadError as e:\n    print('ImageReadError', e)\n")
+    env = {**__import__("os").environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]  # ultralytics logs its missing-plugin note first
+    assert last.startswith("ImageReadError cannot read image") and "cannot identify image file" in last, proc.stdout
