@@ -233,7 +233,7 @@ def test_interrupted_detect_keeps_finished_images(tiny_owlv2, images, tmp_path, 
     assert code == 130
     assert [r["image"] for r in json.loads(json_path.read_text())] == [str(images / "astronaut.jpg")]
     err = capsys.readouterr().err
-    assert err.count("interrupted") == 1, err  # once, saying where the finished work is
+    assert err.count("ovdet: interrupted") == 1, err  # once, saying where the finished work is
     assert f"ovdet: interrupted; 1 finished image(s) written to {json_path}" in err
 
 

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.json_path is None:
                     _print_detections(path, dets, batches.bar)
     except KeyboardInterrupt:
+        batches.bar.close()  # the note goes on its own line, not into the bar
         # keep what was finished: the JSON of the images done so far, then exit 130
         if json_path is not None and results:
             write_json(json_path, results)
