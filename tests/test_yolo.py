@@ -25,6 +25,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from ovdet.config import DetectorConfig, load_config  # noqa: E402
 from ovdet.detector import Detector  # noqa: E402
 from ovdet.errors import ConfigError, OvdetError, WeightsNotFoundError  # noqa: E402
+from yolo_models import save_random, save_unit_world  # noqa: E402  (tests/yolo_models.py)
 
 IMGSZ = 320  # small input keeps the full-size architectures fast on a CPU
 CPU = torch.device("cpu")
@@ -56,18 +57,6 @@ def assert_offline():
     from ovdet.backends.yolo import BLOCKED_DOWNLOADS
 
     assert NETWORK_ATTEMPTS == [] and BLOCKED_DOWNLOADS == []
-
-
-def save_random(kind: str, cfg_yaml: str, path: Path, seed: int = 0) -> Path:
-    """A randomly initialised ultralytics model built from its YAML, saved like ultralytics does."""
-    from ovdet.backends.yolo import ultralytics_offline
-
-    ultralytics_offline()
-    from ultralytics import YOLO, YOLOWorld
-
-    torch.manual_seed(seed)
-    (YOLOWorld if kind == "world" else YOLO)(cfg_yaml).save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -369,30 +358,6 @@ def test_ultralytics_cannot_download_or_install(tmp_path, monkeypatch):
 # -- fast paths ---------------------------------------------------------------------------------
 
 
-def unit_variance_(model, x: torch.Tensor) -> None:
-    """Rescale every convolution so its output has unit standard deviation on `x` (one pass,
-    in order, like LSUV initialisation). ultralytics' random init shrinks activations ~4x per
-    layer (to 1e-10 at the head), so every box and score would be the same constant and a
-    precision comparison would be empty; rescaled, the network behaves like a trained one
-    numerically (unit-scale features, spread-out box distributions and scores)."""
-
-    def rescale(module, inputs, out):
-        s = out.float().std().clamp_min(1e-12)
-        module.weight.div_(s)
-        if module.bias is not None:
-            module.bias.div_(s)
-        return out / s
-
-    hooks = [m.register_forward_hook(rescale) for name, m in model.named_modules()
-             if isinstance(m, torch.nn.Conv2d) and not name.endswith("dfl.conv")]  # DFL: fixed 0..15 bins
-    with torch.no_grad():
-        model(x)
-        for h in hooks:
-            h.remove()
-        for contrastive in model.model[-1].cv4:
-            contrastive.bias.fill_(-2.0)  # scores spread over (0, 1) instead of sigmoid(-10)
-
-
 @pytest.fixture(scope="module")
 def photos() -> list[np.ndarray]:
     from PIL import Image
@@ -403,19 +368,8 @@ def photos() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def world_unit_pt(world_pt, photos, tmp_path_factory) -> Path:
-    """The random YOLO-World with unit-variance activations, saved the way ultralytics saves."""
-    from ultralytics import YOLOWorld
-
-    from ovdet.backends.yolo import YoloRunner
-
-    ref = YOLOWorld(str(world_pt))
-    net = ref.model.float().eval()
-    unit_variance_(net, YoloRunner(net, CPU, IMGSZ).preprocess(photos[:1]))
-    for p in net.parameters():
-        p.requires_grad_(True)  # ultralytics' trainer state: save() stores it as it finds it
-    path = tmp_path_factory.mktemp("yolo") / "yolov8s-worldv2-unit.pt"
-    ref.save(str(path))
-    return path
+    """The random YOLO-World with unit-variance activations (see `yolo_models.unit_variance_`)."""
+    return save_unit_world(world_pt, photos[0], IMGSZ, tmp_path_factory.mktemp("yolo") / "yolov8s-worldv2-unit.pt")
 
 
 @pytest.mark.parametrize("dtype, path", [(torch.bfloat16, "bf16-channels-last"), (torch.float32, "fp32"),
