@@ -25,6 +25,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from ovdet.config import DetectorConfig, load_config  # noqa: E402
 from ovdet.detector import Detector  # noqa: E402
 from ovdet.errors import ConfigError, OvdetError, WeightsNotFoundError  # noqa: E402
+from yolo_models import save_random, save_unit_world  # noqa: E402  (tests/yolo_models.py)
 
 IMGSZ = 320  # small input keeps the full-size architectures fast on a CPU
 CPU = torch.device("cpu")
@@ -56,18 +57,6 @@ def assert_offline():
     from ovdet.backends.yolo import BLOCKED_DOWNLOADS
 
     assert NETWORK_ATTEMPTS == [] and BLOCKED_DOWNLOADS == []
-
-
-def save_random(kind: str, cfg_yaml: str, path: Path, seed: int = 0) -> Path:
-    """A randomly initialised ultralytics model built from its YAML, saved like ultralytics does."""
-    from ovdet.backends.yolo import ultralytics_offline
-
-    ultralytics_offline()
-    from ultralytics import YOLO, YOLOWorld
-
-    torch.manual_seed(seed)
-    (YOLOWorld if kind == "world" else YOLO)(cfg_yaml).save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -364,3 +353,96 @@ def test_ultralytics_cannot_download_or_install(tmp_path, monkeypatch):
         bad.write_bytes(b"not a checkpoint")
         yolo.load_yolo_model(bad, CPU)
     assert NETWORK_ATTEMPTS == []
+
+
+# -- fast paths ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    from PIL import Image
+
+    photo = Image.open(Path(__file__).parent.parent / "examples" / "astronaut.jpg").convert("RGB")
+    return [np.asarray(photo.resize((400, 300))), np.asarray(photo.resize((240, 320)))[:, ::-1].copy()]
+
+
+@pytest.fixture(scope="module")
+def world_unit_pt(world_pt, photos, tmp_path_factory) -> Path:
+    """The random YOLO-World with unit-variance activations (see `yolo_models.unit_variance_`)."""
+    return save_unit_world(world_pt, photos[0], IMGSZ, tmp_path_factory.mktemp("yolo") / "yolov8s-worldv2-unit.pt")
+
+
+@pytest.mark.parametrize("dtype, path", [(torch.bfloat16, "bf16-channels-last"), (torch.float32, "fp32"),
+                                         (torch.float16, "fp32")])
+def test_cpu_fast_path_is_taken_only_in_bf16(world_pt, photos, dtype, path):
+    """bf16 on a CPU: bf16 weights, channels-last input and weights, boxes decoded in fp32.
+    fp32 (and fp16, which CPUs run slower than fp32): the unmodified fused fp32 network."""
+    from ovdet.backends.yolo import YoloRunner, load_yolo_model
+
+    runner = YoloRunner(load_yolo_model(world_pt, CPU), CPU, IMGSZ, dtype)
+    assert runner.path == path
+    x = runner.preprocess(photos[:1])
+    conv = runner.model.model[0].conv
+    fast = path == "bf16-channels-last"
+    assert x.dtype == conv.weight.dtype == (torch.bfloat16 if fast else torch.float32)
+    assert x.is_contiguous(memory_format=torch.channels_last) == fast and x.is_contiguous() == (not fast)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == fast
+    assert getattr(runner.head, "decodes_in_fp32", False) == fast
+    y = runner.forward(x)[0]
+    assert y.dtype == torch.float32  # boxes and scores leave the network in fp32 on every path
+    # uint8 letterboxed once, then converted in one pass: ultralytics' values (/255), rounded to dtype
+    from ultralytics.data.augment import LetterBox
+
+    boxed = LetterBox(new_shape=(runner.imgsz, runner.imgsz), auto=True, stride=runner.stride)(image=photos[0])
+    expected = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
+    torch.testing.assert_close(x.float(), expected, rtol=2**-8 if fast else 0, atol=0)
+
+
+def test_bf16_fast_path_matches_fp32(world_unit_pt, photos):
+    """Accuracy guard: the same top detections in bf16 channels-last as in fp32.
+
+    Tolerances: bf16 keeps 8 mantissa bits, so every one of the ~60 convolutions rounds its
+    output at 0.4 %; on this unit-variance random network (no trained redundancy: the worst
+    case for accumulated rounding) that moves box corners by a median ~0.7 px at 320 px and
+    confidences by at most ~0.03, while a small box may lose up to ~20 % IoU. Asked: each of
+    the 10 best fp32 detections has a bf16 detection of the same class with IoU >= 0.75
+    (median over them >= 0.95) and a confidence within 0.05, and the median corner of those
+    matches moves by under 1.5 px. `precision: fp32` gives ultralytics' numbers exactly."""
+    from torchvision.ops import box_iou
+
+    from ovdet.backends.yolo import YoloRunner, load_yolo_model
+
+    fp32 = YoloRunner(load_yolo_model(world_unit_pt, CPU), CPU, IMGSZ, torch.float32)
+    bf16 = YoloRunner(load_yolo_model(world_unit_pt, CPU), CPU, IMGSZ, torch.bfloat16)
+    assert bf16.path == "bf16-channels-last"
+    for ref, fast in zip(fp32.run(photos, 0.25, 0.7, False, 100), bf16.run(photos, 0.25, 0.7, False, 100)):
+        assert len(ref) >= 10 and len(fast) >= 10
+        top = ref[:10]
+        same_class = top[:, 5:6] == fast[None, :, 5]
+        best = (box_iou(top[:, :4], fast[:, :4]) * same_class).max(dim=1)
+        matched = fast[best.indices]
+        report = (f"IoU {best.values.tolist()}, score diff {(matched[:, 4] - top[:, 4]).abs().max():.4f}, "
+                  f"median corner {(matched[:, :4] - top[:, :4]).abs().median():.2f} px")
+        assert best.values.min() >= 0.75 and best.values.median() >= 0.95, report
+        assert (matched[:, 4] - top[:, 4]).abs().max() <= 0.05, report
+        assert (matched[:, :4] - top[:, :4]).abs().median() <= 1.5, report
+
+
+def test_detector_precision_picks_the_yolo_path(world_pt, yolo_pt, tiny_clip512, monkeypatch):
+    """The config's precision reaches YOLO-World and the YOLO proposer: bf16 -> the fast path,
+    fp32 -> fp32, auto -> bf16 only on CPUs with fast bf16."""
+    from ovdet import runtime
+
+    def world(precision):
+        return Detector.from_config(load_config("yolo-world-s", weights=str(world_pt), text_weights=str(tiny_clip512),
+                                                precision=precision, device="cpu")).backend.runner.path
+
+    assert world("bf16") == "bf16-channels-last" and world("fp32") == "fp32"
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    assert world("auto") == "fp32"
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    assert world("auto") == "bf16-channels-last"
+    cfg = DetectorConfig(backend="clip", weights=str(tiny_clip512), proposer="yolo", proposer_weights=str(yolo_pt),
+                         scoring="softmax", precision="bf16", device="cpu")
+    assert Detector.from_config(cfg).backend.proposer.runner.path == "bf16-channels-last"
+    assert_offline()

@@ -21,6 +21,13 @@ Sections:
           each crop alone with transformers' CLIPModel
   cache   embedding a 1,203-class vocabulary with the 12-template ensemble, then again
   memory  RSS growth over many images (--memory-images)
+  owl-direct  OWL end to end, 20 classes, one 640x480 image: ovdet vs the direct bf16
+          transformers call (one pass for all labels, stock processor and post-processing), and
+          where the time outside the forward goes on each side
+  video   `ovdet video` on a 720p clip (decode, detect, draw, encode) vs the detector's own
+          frames/s on the same decoded frames
+  yolo    YOLO-World-S (80 classes) and a YOLOv8s proposer, one 1280x720 photo: ovdet vs
+          ultralytics' own `predict` on the same checkpoint
 """
 
 from __future__ import annotations
@@ -174,7 +181,7 @@ def bench_owl(args, work: Path) -> dict:
     images = [image] * args.batch
     modes = {"fp32": "fp32", "bf16": "bf16"} if args.device == "cpu" else {"fp16": "fp16", "bf16": "bf16"}
     dets = {m: Detector.from_pretrained(str(folder), precision=p, device=args.device, cache_text=False,
-                                        batch_size=args.batch) for m, p in modes.items()}
+                                        batch_size=args.batch, compile=args.compile) for m, p in modes.items()}
     fns = {f"ovdet_{m}": (lambda d=d: d.detect_batch(images, CLASSES20)) for m, d in dets.items()}
     if args.device == "cpu" and args.batch == 1:
         from PIL import Image
@@ -191,6 +198,7 @@ def bench_owl(args, work: Path) -> dict:
     forward_sec, peak_tflops = window["forward"], 2 * PEAK_N**3 / window["peak_matmul"] / 1e12
     out.update(
         architecture=args.owl,
+        compiled=args.compile,
         classes=len(CLASSES20),
         batch=args.batch,
         fastest_mode=fastest,
@@ -203,6 +211,72 @@ def bench_owl(args, work: Path) -> dict:
     )
     if "hf_pipeline_fp32" in secs:
         out["speedup_vs_pipeline"] = secs["hf_pipeline_fp32"] / secs[fastest]
+    return out
+
+
+def stage_times(fns: dict, reps: int, device: str) -> dict[str, float]:
+    """Median milliseconds of each stage, interleaved like the end-to-end timings."""
+    return {f"{k}_ms": v * 1000 for k, v in interleaved(fns, reps, device).items()}
+
+
+def bench_owl_direct(args, work: Path) -> dict:
+    """OWL end to end (one 640x480 photo, 20 classes) against what a user who knows
+    transformers writes: all labels in one call, the whole model cast to bf16 (fp16 on a GPU
+    without bf16), inference mode, the stock processor and `post_process_grounded_object_detection`.
+    Then where each side's time goes: preparing the inputs, the forward, what follows it."""
+    from PIL import Image
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    from ovdet import Detector
+    from ovdet.runtime import resolve_precision
+
+    folder = work / args.owl
+    if not folder.exists():
+        save_owl(args.owl, folder)
+    device = torch.device(args.device)
+    dtype = resolve_precision("auto", device)
+    dtype = torch.bfloat16 if dtype == torch.float32 else dtype  # the peer casts to bf16 on any CPU
+    image = test_image()
+    pil = Image.fromarray(image)
+    det = Detector.from_pretrained(str(folder), precision="auto", device=args.device, cache_text=False)
+    det.class_embeddings(tuple(CLASSES20))  # a vocabulary is encoded once per run (cached after)
+    processor = AutoProcessor.from_pretrained(str(folder))
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(str(folder)).to(device, dtype).eval()
+
+    def direct_inputs():
+        inputs = processor(text=[CLASSES20], images=pil, return_tensors="pt").to(device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        return inputs
+
+    @torch.inference_mode()
+    def direct():
+        outputs = model(**direct_inputs())
+        return processor.post_process_grounded_object_detection(outputs, threshold=0.1, target_sizes=[image.shape[:2]])
+
+    secs = interleaved({"ovdet": lambda: det.detect(image, CLASSES20), "transformers_direct": direct}, args.reps,
+                       args.device)
+    # where the time goes, each side (stages timed interleaved among themselves)
+    backend, embeds = det.backend, det.class_embeddings(tuple(CLASSES20))
+    pixels = backend.preprocess([image])
+    inputs = direct_inputs()
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    stages = stage_times({
+        "ovdet_preprocess": lambda: backend.preprocess([image]),
+        "ovdet_forward": lambda: backend.class_logits(backend.image_features(pixels)[0], embeds),
+        "ovdet_backend_predict": lambda: backend.predict([image], embeds),  # preprocess + forward + boxes
+        "ovdet_detect": lambda: det.detect(image, CLASSES20),  # + the Detector's threshold, NMS, Detections
+        "direct_processor": direct_inputs,
+        "direct_forward": lambda: torch.inference_mode()(model)(**inputs),
+        "direct_post_process": lambda: processor.post_process_grounded_object_detection(
+            outputs, threshold=0.1, target_sizes=[image.shape[:2]]),
+    }, args.reps, args.device)
+    out = {"ovdet_ms": secs["ovdet"] * 1000, "transformers_direct_ms": secs["transformers_direct"] * 1000,
+           "speedup_vs_direct": secs["transformers_direct"] / secs["ovdet"], "architecture": args.owl,
+           "classes": len(CLASSES20), "direct_dtype": str(dtype).replace("torch.", "")}
+    out.update(stages)
+    # outside the forward, as measured stages (differences of end-to-end times drown in noise)
+    out["direct_outside_forward_ms"] = stages["direct_processor_ms"] + stages["direct_post_process_ms"]
     return out
 
 
@@ -250,6 +324,148 @@ def bench_clip(args, work: Path) -> dict:
     ref = secs["per_crop_reference_fp32"]
     out = {f"{k}_seconds": v for k, v in secs.items()}
     out.update(boxes=100, pooled_speedup=ref / secs["pooled_bf16"], crop_speedup=ref / min(secs["crop_bf16"], secs["crop_fp32"]))
+    return out
+
+
+# -- YOLO -------------------------------------------------------------------------------------
+def save_yolo(kind: str, yaml_name: str, work: Path) -> Path:
+    """A full-size random ultralytics model from its YAML, saved as ultralytics saves it."""
+    from ovdet.backends.yolo import ultralytics_offline
+
+    ultralytics_offline()
+    from ultralytics import YOLO, YOLOWorld
+
+    path = work / yaml_name.replace(".yaml", "-random.pt")
+    if not path.exists():
+        torch.manual_seed(0)
+        (YOLOWorld if kind == "world" else YOLO)(yaml_name).save(str(path))
+    return path
+
+
+def bench_yolo(args, work: Path) -> dict:
+    """YOLO-World-S (its 80 built-in classes) and a class-agnostic YOLOv8s proposer on one
+    1280x720 photo: ultralytics' own `predict` (fused fp32, as it runs on a CPU) vs ovdet end
+    to end (Detector.detect with cached class embeddings; proposer.propose) in fp32 and in the
+    path `precision: auto` picks. Random weights leave NMS almost nothing to do in both."""
+    from ultralytics import YOLO, YOLOWorld
+
+    from ovdet import Detector, load_config
+    from ovdet.backends.yolo import YoloProposer
+    from ovdet.runtime import resolve_precision
+
+    device = torch.device(args.device)
+    world_pt = save_yolo("world", "yolov8s-worldv2.yaml", work)
+    det_pt = save_yolo("detect", "yolov8s.yaml", work)
+    text = make_tiny_models.make_clip(work / "clip512", projection_dim=512)  # text is cached: size is moot
+    image = test_image(720, 1280)
+    bgr = np.ascontiguousarray(image[..., ::-1])  # ultralytics' predict takes cv2's BGR order
+    ref_world, ref_det = YOLOWorld(str(world_pt)), YOLO(str(det_pt))
+    names = [ref_world.names[i] for i in range(len(ref_world.names))]
+    auto = resolve_precision("auto", device)
+    modes = {"fp32": "fp32", "auto": "auto"} if auto != torch.float32 else {"fp32": "fp32"}
+    worlds = {m: Detector.from_config(load_config("yolo-world-s", weights=str(world_pt), text_weights=str(text),
+                                                  precision=p, device=args.device, cache_text=False))
+              for m, p in modes.items()}
+    for d in worlds.values():
+        d.class_embeddings(tuple(names))  # encoded once, as in any run over many images
+    props = {m: YoloProposer(det_pt, device, conf=0.05, iou=0.6, max_det=100, dtype=resolve_precision(p, device))
+             for m, p in modes.items()}
+    # ultralytics' fastest setting on a GPU is fp16 (`half`); on a CPU it runs fp32 only
+    gpu = {"half": True} if args.device.startswith("cuda") else {}
+    fns = {"ultralytics_world_predict": lambda: ref_world.predict(bgr, imgsz=640, verbose=False, device=args.device,
+                                                                  **gpu)}
+    fns.update({f"ovdet_world_{m}": (lambda d=d: d.detect(image, names)) for m, d in worlds.items()})
+    fns["ultralytics_yolo_predict"] = lambda: ref_det.predict(bgr, imgsz=640, conf=0.05, iou=0.6, agnostic_nms=True,
+                                                              max_det=100, verbose=False, device=args.device, **gpu)
+    fns.update({f"ovdet_proposer_{m}": (lambda p=p: p.propose([image])) for m, p in props.items()})
+    secs = interleaved(fns, args.reps, args.device)
+    best = "auto" if "auto" in modes else "fp32"
+    out = {f"{k}_ms": v * 1000 for k, v in secs.items()}
+    out.update(
+        image="1280x720", classes=len(names), auto_path=worlds[best].backend.runner.path,
+        world_speedup_vs_ultralytics=secs["ultralytics_world_predict"] / secs[f"ovdet_world_{best}"],
+        world_fp32_speedup_vs_ultralytics=secs["ultralytics_world_predict"] / secs["ovdet_world_fp32"],
+        proposer_speedup_vs_ultralytics=secs["ultralytics_yolo_predict"] / secs[f"ovdet_proposer_{best}"],
+    )
+    return out
+
+
+# -- video ------------------------------------------------------------------------------------
+def make_video(path: Path, frames: int, size: tuple[int, int] = (1280, 720), fps: float = 25.0) -> Path:
+    """A `frames`-long mp4v clip of the example photo panning across a 720p frame."""
+    import cv2
+
+    w, h = size
+    photo = cv2.cvtColor(test_image(h + frames, w + frames * 2), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(frames):
+        writer.write(np.ascontiguousarray(photo[i: i + h, 2 * i: 2 * i + w]))
+    writer.release()
+    return path
+
+
+def bench_video(args, work: Path) -> dict:
+    """`ovdet video` on a 720p file (decode, detect 20 classes, draw, encode mp4, JSONL), run
+    in-process through the CLI entry point, against the detector's own throughput on the same
+    frames already decoded (`detect_batch`, same batch size): how much of the detector's speed
+    the video pipeline keeps. The CLI's frame rate is its own summary line (model loading
+    excluded, first batch included), compared with a freshly loaded detector's (like for
+    like) and with a warmed-up one's; interleaved, `--reps` times each (at most 3)."""
+    import contextlib
+    import io
+    import re
+
+    import cv2
+
+    from ovdet import Detector
+    from ovdet.cli.app import main as ovdet_main
+
+    folder = work / args.owl
+    if not folder.exists():
+        save_owl(args.owl, folder)
+    clip = make_video(work / "clip720p.mp4", args.video_frames)
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    classes = ",".join(CLASSES20)
+
+    def detector_only(warm: bool) -> float:
+        """The detector's frames/s on the decoded frames. Cold: a freshly loaded detector, as
+        the CLI's clock sees it (its first batch pays oneDNN's one-time kernel set-up)."""
+        det = Detector.from_pretrained(str(folder), precision="auto", device=args.device, cache_text=False)
+        if warm:
+            det.detect_batch(frames[: det.config.batch_size], CLASSES20)
+        start = time.perf_counter()
+        det.detect_batch(frames, CLASSES20)
+        sync(args.device)
+        return len(frames) / (time.perf_counter() - start)
+
+    def cli() -> float:
+        err = io.StringIO()
+        argv = ["video", str(clip), "--classes", classes, "--model", str(folder), "--device", args.device,
+                "--out", str(work / "out.mp4"), "--jsonl", str(work / "out.jsonl"), "--no-progress",
+                "--threads", str(args.threads)]
+        with contextlib.redirect_stderr(err):
+            code = ovdet_main(argv)
+        found = re.search(r"(\d+) frames, .*\(([\d.]+) fps\)", err.getvalue())
+        if code != 0 or not found or int(found.group(1)) != len(frames):
+            raise SystemExit(f"ovdet video failed ({code}): {err.getvalue()[-500:]}")
+        return float(found.group(2))
+
+    runs: dict[str, list[float]] = {"detector_fps": [], "detector_warm_fps": [], "video_cli_fps": []}
+    for _ in range(max(1, min(args.reps, 3))):
+        runs["detector_fps"].append(detector_only(warm=False))
+        runs["video_cli_fps"].append(cli())
+        runs["detector_warm_fps"].append(detector_only(warm=True))
+    out = {k: statistics.median(v) for k, v in runs.items()}
+    out.update(frames=len(frames), size="1280x720", model=args.owl,
+               video_over_detector=out["video_cli_fps"] / out["detector_fps"],
+               video_over_warm_detector=out["video_cli_fps"] / out["detector_warm_fps"])
     return out
 
 
@@ -309,7 +525,8 @@ def bench_memory(args, work: Path) -> dict:
                 images_per_s=args.memory_images / (time.perf_counter() - t))
 
 
-SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory}
+SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
+            "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video}
 
 
 def main(argv=None) -> int:
@@ -321,6 +538,8 @@ def main(argv=None) -> int:
     parser.add_argument("--owl", default="owlvit-b32", choices=["owlvit-b32", "owlv2-b16"])
     parser.add_argument("--batch", type=int, default=1, help="images per forward (OWL)")
     parser.add_argument("--memory-images", type=int, default=500)
+    parser.add_argument("--compile", action="store_true", help="owl: torch.compile the image tower (compile: true)")
+    parser.add_argument("--video-frames", type=int, default=48, help="frames of the 720p clip (video)")
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -166,7 +166,7 @@ def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype
     if cfg.proposer == "yolo":
         from .yolo.proposer import build_yolo_proposer
 
-        return build_yolo_proposer(cfg, device)
+        return build_yolo_proposer(cfg, device, dtype)
     if cfg.proposer == "boxes":
         return None
     raise ConfigError(f"backend clip needs a proposer (owlv2, yolo, windows or boxes), got {cfg.proposer!r}")

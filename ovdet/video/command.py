@@ -183,28 +183,35 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool) -> int:
     from ..adapters import to_records
     from .errors import StreamLostError
     from ..draw import draw_bgr
+    from .pipeline import OutputThread
     from .writer import VideoFileWriter
 
     info = frames.info
-    video = None
+    outputs = {"video": None}  # created by the writer thread on the first frame
     n_frames = n_dets = 0
     lost: StreamLostError | None = None
     bar = tqdm(total=info.frame_count or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
                mininterval=0.5, disable=not progress)
+
+    def write(rec: Any) -> None:  # on the writer thread: drawing and encoding overlap detection
+        if out is not None:
+            if outputs["video"] is None:  # the first frame fixes the size (sources may not report it)
+                h, w = rec.frame.shape[:2]
+                outputs["video"] = VideoFileWriter(out, info.fps, (w, h))
+            outputs["video"].write_bgr(draw_bgr(rec.frame, rec.detections))
+        if jsonl is not None:
+            jsonl.write({"frame": rec.index, "time": round(rec.timestamp, 4),
+                         "detections": to_records(rec.detections)})
+
+    writer = OutputThread(write, queue_size=8) if (out is not None or jsonl is not None) else None
     start = time.monotonic()
     stopper = _StopOnSignal(frames)
     try:
         with stopper:
             announced = False
             for rec in frames:
-                if out is not None:
-                    if video is None:  # the first frame fixes the size (sources may not report it)
-                        h, w = rec.frame.shape[:2]
-                        video = VideoFileWriter(out, info.fps, (w, h))
-                    video.write_bgr(draw_bgr(rec.frame, rec.detections))
-                if jsonl is not None:
-                    jsonl.write({"frame": rec.index, "time": round(rec.timestamp, 4),
-                                 "detections": to_records(rec.detections)})
+                if writer is not None:
+                    writer.put(rec)
                 n_frames += 1
                 n_dets += len(rec.detections)
                 bar.update(1)
@@ -213,15 +220,22 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool) -> int:
                 if stopper.received is not None and not announced:
                     announced = True
                     tqdm.write("ovdet: stopping: finishing queued frames (again to abort)", file=sys.stderr)
+            if writer is not None:
+                writer.close()  # every queued frame written; an output error surfaces here
     except StreamLostError as exc:
         lost = exc  # reported after the outputs are closed and the summary is printed
     finally:
         bar.close()
         frames.close()
-        if video is not None:
-            video.close()
-        if jsonl is not None:
-            jsonl.close()
+        try:
+            if writer is not None:
+                writer.close()  # after an error or interrupt: still write what was queued
+        finally:
+            video = outputs["video"]
+            if video is not None:
+                video.close()
+            if jsonl is not None:
+                jsonl.close()
         elapsed = max(time.monotonic() - start, 1e-9)
         stats = frames.stats
         where = []

@@ -26,7 +26,7 @@ class YoloProposer:
     """
 
     def __init__(self, weights: Path, device: torch.device, conf: float = 0.05, iou: float = 0.6,
-                 max_det: int = 100, imgsz: int = DEFAULT_IMGSZ, half: bool = False):
+                 max_det: int = 100, imgsz: int = DEFAULT_IMGSZ, dtype: torch.dtype = torch.float32):
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0 or max_det < 1:
             raise ConfigError(f"YOLO proposer needs conf and iou in [0, 1] and max_det >= 1, got {conf}, {iou}, {max_det}")
         model = load_yolo_model(Path(weights), device)
@@ -36,7 +36,7 @@ class YoloProposer:
         self.weights = Path(weights)
         self.device = device
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
-        self.runner = YoloRunner(model, device, imgsz, half)
+        self.runner = YoloRunner(model, device, imgsz, dtype)
 
     def propose(self, images: Sequence[np.ndarray]) -> list[Proposals]:
         """RGB uint8 (H, W, 3) images -> one `Proposals` per image (best first)."""
@@ -47,10 +47,11 @@ class YoloProposer:
         return [Proposals(boxes=d[:, :4].contiguous(), objectness=d[:, 4].clamp(0, 1).contiguous()) for d in dets]
 
 
-def build_yolo_proposer(cfg: DetectorConfig, device: torch.device) -> YoloProposer:
-    """The "yolo" proposer of a config: `proposer_weights` (a .pt file), `proposals` per image."""
+def build_yolo_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> YoloProposer:
+    """The "yolo" proposer of a config: `proposer_weights` (a .pt file), `proposals` per image,
+    run in `dtype` (the config's resolved precision; see `YoloRunner` for the paths)."""
     path = find_yolo_weights(cfg.proposer_weights, preset=cfg.name)
-    return YoloProposer(path, device, max_det=cfg.proposals)
+    return YoloProposer(path, device, max_det=cfg.proposals, dtype=dtype)
 
 
 __all__ = ["PROPOSER_TASKS", "YoloProposer", "build_yolo_proposer"]

@@ -22,17 +22,38 @@ DEFAULT_IMGSZ = 640  # the input side every ultralytics detection checkpoint was
 
 
 class YoloRunner:
-    """Letterbox -> forward -> NMS -> original-image boxes, for a loaded ultralytics model."""
+    """Letterbox -> forward -> NMS -> original-image boxes, for a loaded ultralytics model.
 
-    def __init__(self, model, device: torch.device, imgsz: int = DEFAULT_IMGSZ, half: bool = False):
+    `dtype` picks the path the network runs (`path` names it; each was measured against
+    fp32 on yolov8s-worldv2, 1280x720 photo, 2-core AVX512-BF16 CPU, see README Performance):
+      "fp32"               CPU fp32, NCHW: Conv+BN already folded (`load_yolo_model`); oneDNN's
+                           fp32 convolutions gained nothing from channels-last (0.97-1.0x).
+      "bf16-channels-last" CPU bf16 (where `precision: auto` picks it: AMX/AVX512-BF16): weights
+                           and activations bf16, NHWC (oneDNN's native bf16 layout: 1.7-2.0x
+                           fp32, NCHW bf16 1.4-1.6x). The head's DFL expectation and anchor
+                           decode run in fp32: bf16 coordinates would step by 2-4 px at 640 px.
+      "fp16" / "bf16"      CUDA half precision (ultralytics' `half=True`), NCHW.
+    The uint8 image goes to the device as is and is converted once, straight into the layout
+    the network wants (permuting NHWC to NCHW *is* channels-last: no extra copy).
+    """
+
+    def __init__(self, model, device: torch.device, imgsz: int = DEFAULT_IMGSZ, dtype: torch.dtype = torch.float32):
         self.model = model
         self.device = device
         self.head = model.model[-1]
         self.stride = int(max(int(model.stride.max()) if hasattr(model, "stride") else 32, 32))
         self.imgsz = int(math.ceil(imgsz / self.stride) * self.stride)  # a multiple of the largest stride
-        self.half = half and device.type == "cuda"
-        if self.half:
-            self.model.half()
+        if device.type != "cuda" and dtype != torch.bfloat16:
+            dtype = torch.float32  # fp16 convolutions on a CPU are slower than fp32
+        self.dtype = dtype
+        self.channels_last = device.type == "cpu" and dtype == torch.bfloat16
+        self.path = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype] + (
+            "-channels-last" if self.channels_last else "")
+        if dtype != torch.float32:
+            self.model.to(dtype)
+            decode_in_fp32(self.head)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     @property
     def end2end(self) -> bool:
@@ -50,9 +71,11 @@ class YoloRunner:
 
         same = len({im.shape for im in images}) == 1
         letterbox = LetterBox(new_shape=(self.imgsz, self.imgsz), auto=same, stride=self.stride)
-        boxed = [letterbox(image=np.ascontiguousarray(im)) for im in images]
-        x = torch.from_numpy(np.stack(boxed)).to(self.device).permute(0, 3, 1, 2).contiguous()
-        return x.half().div_(255) if self.half else x.float().div_(255)
+        boxed = [letterbox(image=np.ascontiguousarray(im)) for im in images]  # uint8, cv2 resize + pad
+        batch = boxed[0][None] if len(boxed) == 1 else np.stack(boxed)  # one image: a view, no copy
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)  # uint8 NHWC = NCHW channels-last
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.to(self.dtype, memory_format=fmt).div_(255)  # one pass: layout + dtype (div as ultralytics)
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor):
@@ -98,6 +121,29 @@ class YoloRunner:
         return self.postprocess(self.forward(x), x.shape[2:], images, conf, iou, agnostic, max_det, multi_label)
 
 
+def decode_in_fp32(head: torch.nn.Module) -> None:
+    """Make a half-precision detection head decode its boxes in fp32.
+
+    Ultralytics' `Detect._inference` turns the box-distribution logits into distances (DFL:
+    softmax + expectation over 16 bins) and adds them to the anchor points, in the dtype of its
+    inputs. In bf16 (8-bit mantissa) a coordinate near 640 px could only take values 4 px
+    apart, and anchors at 1280 px inputs would be rounded. Upcasting the head's outputs first
+    keeps the network's precision for the boxes at no measurable cost (a few MB per image).
+    Only this model instance is changed (an instance attribute over the class method).
+    """
+    if getattr(head, "decodes_in_fp32", False) or not hasattr(head, "_inference"):
+        return
+    inference = head._inference
+
+    def fp32_inference(preds):
+        return inference({k: (v.float() if torch.is_tensor(v) else [t.float() for t in v] if isinstance(v, list) else v)
+                          for k, v in preds.items()})
+
+    head.dfl.float()  # its fixed 0..15 weights: exact in either dtype, but must match fp32 input
+    head._inference = fp32_inference
+    head.decodes_in_fp32 = True
+
+
 def check_images(images: Sequence[np.ndarray]) -> None:
     for im in images:
         if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8):
@@ -105,4 +151,4 @@ def check_images(images: Sequence[np.ndarray]) -> None:
             raise OvdetError(f"YOLO models take RGB uint8 (H, W, 3) arrays, got {type(im).__name__} {shape}")
 
 
-__all__ = ["DEFAULT_IMGSZ", "YoloRunner", "check_images"]
+__all__ = ["DEFAULT_IMGSZ", "YoloRunner", "check_images", "decode_in_fp32"]

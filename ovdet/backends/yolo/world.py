@@ -44,7 +44,7 @@ class YoloWorldBackend:
     """
 
     def __init__(self, model, text: ClipModel, device: torch.device, conf: float = 0.001, iou: float = 0.7,
-                 agnostic: bool = False, max_det: int = 300, imgsz: int = DEFAULT_IMGSZ, half: bool = False,
+                 agnostic: bool = False, max_det: int = 300, imgsz: int = DEFAULT_IMGSZ, dtype: torch.dtype = torch.float32,
                  weights: str = "", multi_label: bool = False):
         ultralytics_offline()
         from ultralytics.nn.tasks import WorldModel
@@ -67,7 +67,7 @@ class YoloWorldBackend:
         self.identity = text.identity  # the text tower alone decides the class embeddings
         self.conf, self.iou, self.agnostic, self.max_det = float(conf), float(iou), bool(agnostic), int(max_det)
         self.multi_label = bool(multi_label)
-        self.runner = YoloRunner(model, device, imgsz, half)
+        self.runner = YoloRunner(model, device, imgsz, dtype)
         self._text_set: torch.Tensor | None = None  # the class embeddings now in the model
 
     @classmethod
@@ -75,10 +75,9 @@ class YoloWorldBackend:
         """Load a YOLO-World .pt file and a CLIP checkpoint folder (the text tower)."""
         text = ClipModel.load(text_weights, device, dtype)
         model = load_yolo_model(Path(weights), device)
-        # the CNN runs fp32 (ultralytics' default) unless fp16 is asked for on CUDA; bf16 would
-        # cost box precision (8-bit mantissa: ~2 px steps at 640 px) for little speed-up
-        half = dtype == torch.float16 and device.type == "cuda"
-        return cls(model, text, device, half=half, weights=Path(weights).name, **kwargs)
+        # the CNN runs in the config's precision: bf16 channels-last on AMX/AVX512-BF16 CPUs
+        # (boxes decoded in fp32), fp16/bf16 on CUDA, fp32 elsewhere (see YoloRunner)
+        return cls(model, text, device, dtype=dtype, weights=Path(weights).name, **kwargs)
 
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """(C,) prompts -> (C, D) unit text embeddings from the CLIP text tower (fp32)."""
