@@ -70,6 +70,17 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per forward pass")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the image tower (slow first call; for long GPU runs: on a CPU the default fused bf16 tower is faster)")
+    tiles = p.add_argument_group("sliced inference (small objects in large images) and image limits")
+    tiles.add_argument("--tile", type=int, metavar="PX", help="cut images into PX x PX tiles, batch_size per forward pass (0 = off)")
+    tiles.add_argument("--tile-overlap", type=float, metavar="F", help="fraction of a tile neighbours share (default 0.2)")
+    tiles.add_argument("--tile-full-image", action="store_true", default=None,
+                       help="also run the whole image and merge it with the tiles (large objects)")
+    tiles.add_argument("--tile-merge", choices=["nms", "nmm"], help="merge across tiles: keep the best (nms) or grow it "
+                       "to the union of what it absorbs (nmm, default)")
+    tiles.add_argument("--tile-merge-iou", type=float, metavar="X", help="overlap above which tiles' boxes are one object (0.5)")
+    tiles.add_argument("--tile-merge-metric", choices=["iou", "ios"],
+                       help="overlap as intersection over union, or over the smaller box (ios, default)")
+    tiles.add_argument("--max-pixels", type=int, metavar="N", help="refuse larger images (default 500,000,000)")
 
 
 def add_vocabulary_options(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -89,6 +100,8 @@ CONFIG_FLAGS = {
     "threshold": "threshold", "nms_iou": "nms_iou", "class_agnostic_nms": "class_agnostic_nms",
     "max_det": "max_detections", "multi_label": "multi_label", "templates": "templates", "negatives": "negatives",
     "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size", "compile": "compile",
+    **{key: key for key in ("tile", "tile_overlap", "tile_full_image", "tile_merge", "tile_merge_iou",
+                            "tile_merge_metric", "max_pixels")},
 }
 
 
