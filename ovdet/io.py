@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import mmap
 import os
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +30,8 @@ DEFAULT_MAX_PIXELS = 500_000_000
 # PIL's own ceiling (a warning above 89 Mpx, an error above 179 Mpx) would stand in front of
 # max_pixels, and it is process-wide: ovdet turns it off once, at import, and checks sizes itself.
 Image.MAX_IMAGE_PIXELS = None
-# Decoded by OpenCV above this: PIL holds RGB as 4 bytes a pixel and numpy then copies it (7
-# bytes a pixel at the peak); OpenCV decodes into the 3-byte array directly.
+# RGB images above this are decoded into memory ovdet owns and packed in place (`_decode_compact`):
+# PIL holds RGB as 4 bytes a pixel and a numpy copy adds 3 (2.8 GB at the peak for 20000 x 20000).
 LARGE_DECODE_PIXELS = 64_000_000
 
 
@@ -156,46 +156,63 @@ def _read_file(path: Path, max_pixels: int, decode_size) -> LoadedImage:
         with Image.open(path) as img:  # reads the header only
             width, height = img.size
             check_pixels(height, width, max_pixels, str(path))
-            rotated = img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+            # EXIF rotation from the header: JPEG only (PIL reads a PNG's EXIF by decoding it)
+            rotated = img.format == "JPEG" and img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
             size = (width, height) if rotated else (height, width)
             if decode_size is not None and img.format == "JPEG":
                 wanted = decode_size(height, width)
                 if wanted is not None:
                     img.draft(None, (wanted[1], wanted[0]))  # keeps at least `wanted`
-            if img.size == (width, height) and width * height > LARGE_DECODE_PIXELS:
-                array = _decode_opencv(path)
-                if array is not None and array.shape[:2] == size:
-                    return LoadedImage(array, size)
-            img.load()  # PIL decodes in a Python loop over blocks: Ctrl-C is seen between them
-            return LoadedImage(_pil_to_array(img), size)
+            array = _decode_compact(img) if img.width * img.height > LARGE_DECODE_PIXELS else None
+            if array is None:
+                img.load()  # PIL decodes in a Python loop over blocks: Ctrl-C is seen between them
+                array = _pil_to_array(img)
+            full = img.size == (width, height)  # not reduced by draft: the array is the image
+            return LoadedImage(array, tuple(array.shape[:2]) if full else size)
     except ImageReadError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
 
-def _decode_opencv(path: Path) -> np.ndarray | None:
-    """(H, W, 3) RGB uint8 decoded by OpenCV (EXIF rotation applied, 16-bit scaled to 8,
-    alpha dropped), or None when OpenCV cannot read the file.
+def _decode_compact(img: Image.Image) -> np.ndarray | None:
+    """A large RGB image decoded by PIL into memory ovdet owns, then packed in place: (H, W, 3)
+    uint8 with a peak of 4 bytes a pixel instead of 7 (PIL's own 4-byte RGBX copy plus numpy's).
 
-    OpenCV decodes in one call that releases the GIL but does not return before it is done, so
-    it runs in a daemon thread and this thread waits in short steps: Ctrl-C still ends the run
-    at once (the worker dies with the process)."""
-    import cv2
-
-    result: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: result.update(array=cv2.imread(str(path), cv2.IMREAD_COLOR)),
-                              name="ovdet-decode", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.05)
-    array = result.get("array")
-    if array is None:
+    PIL keeps RGB as RGBX and decodes into the image memory it finds attached; attaching a
+    core that wraps an anonymous mmap lets the decoder write there. The rows are then packed
+    to RGB towards the start of the map (each row's destination ends before the next row's
+    source begins) and the freed tail is handed back to the OS. Returns None (nothing decoded)
+    for other modes, or when this PIL did not decode into the attached memory (the image is
+    then in `img`, decoded the usual way)."""
+    if img.mode != "RGB":
         return None
-    step = max(1, 2**24 // (array.shape[1] * 3))
-    for y in range(0, array.shape[0], step):  # BGR -> RGB in place, in steps (Ctrl-C between them)
-        cv2.cvtColor(array[y : y + step], cv2.COLOR_BGR2RGB, dst=array[y : y + step])
-    return array
+    width, height = img.size
+    memory = mmap.mmap(-1, height * width * 4)
+    rgbx = np.frombuffer(memory, np.uint8).reshape(height, width, 4)
+    target = Image.frombuffer("RGBX", (width, height), rgbx, "raw", "RGBX", 0, 1)
+    img.im = target.im
+    img.load()  # PIL decodes in a Python loop over blocks: Ctrl-C is seen between them
+    if img.im is not target.im:
+        return None
+    flat = np.frombuffer(memory, np.uint8)
+    step = max(1, 2**24 // (width * 4))
+    for y in range(0, height, step):  # numpy copies through a temporary where a block overlaps
+        y1 = min(height, y + step)
+        np.copyto(flat[3 * width * y : 3 * width * y1].reshape(y1 - y, width, 3), rgbx[y:y1, :, :3])
+    used = -(-3 * width * height // mmap.PAGESIZE) * mmap.PAGESIZE
+    if used < len(memory):
+        memory.madvise(mmap.MADV_DONTNEED, used, len(memory) - used)
+    del target, rgbx
+    return _orient(flat[: 3 * width * height].reshape(height, width, 3), img.getexif().get(ORIENTATION_TAG, 1))
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation applied to an (H, W, 3) array, as `ImageOps.exif_transpose` does."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](array)) if orientation in ops else array
 
 
 def expand_image_args(args: Iterable[str]) -> Iterator[str]:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ImageReadError, OvdetError
 from ..io import write_json_atomic
@@ -139,11 +139,37 @@ def output_name(path: str, used: set[str]) -> str:
     return name
 
 
+class LazyDetector:
+    """The Detector of a config, built on first use, and the image loader that goes with it.
+
+    `load(path)` reads an image for the detector (max_pixels, JPEGs decoded at the size the
+    model needs); it builds the model only once a file's header has been read, so that a
+    missing or unreadable first image still fails before a model loads."""
+
+    def __init__(self, config):
+        self.config = config
+        self._detector = None
+
+    def get(self):
+        if self._detector is None:
+            from ..detector import Detector
+
+            self._detector = Detector.from_config(self.config)
+        return self._detector
+
+    def load(self, path: str):
+        from ..io import read_image
+
+        return read_image(path, self.config.max_pixels, lambda h, w: self.get().decode_size(h, w))
+
+
 class ImageBatches:
     """Reads the images named on the command line in batches, reporting and skipping the
     unreadable ones; a single image that cannot be read is an error (exit 2)."""
 
-    def __init__(self, image_args: Sequence[str], batch_size: int):
+    def __init__(self, image_args: Sequence[str], batch_size: int, loader: Callable[[str], Any] | None = None):
+        """`loader(path)` reads one image (default: `ovdet.io.load_image`); it may return an
+        array or a `LoadedImage`, and raises `ImageReadError` for images to skip."""
         from tqdm import tqdm
 
         from ..io import expand_image_args
@@ -156,19 +182,22 @@ class ImageBatches:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise ImageReadError(f"image not found: {missing[0]}{more}")
         self.batch_size = batch_size
+        self.loader = loader
         self.failed: list[str] = []
         self.bar = tqdm(total=len(self.paths), unit="img", disable=len(self.paths) < 2, file=sys.stderr,
                         dynamic_ncols=True)
 
     def __iter__(self):
-        """Yields (paths, RGB arrays) of the readable images, batch by batch."""
+        """Yields (paths, images) of the readable images, batch by batch: RGB arrays, or what
+        the loader returns."""
         from ..io import load_image
 
+        loader = self.loader or load_image
         for start in range(0, len(self.paths), self.batch_size):
             batch_paths, arrays = [], []
             for path in self.paths[start : start + self.batch_size]:
                 try:
-                    arrays.append(load_image(path))
+                    arrays.append(loader(path))
                     batch_paths.append(path)
                 except ImageReadError as exc:
                     if len(self.paths) == 1:
