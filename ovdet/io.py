@@ -171,6 +171,8 @@ def _read_file(path: Path, max_pixels: int, decode_size) -> LoadedImage:
             return LoadedImage(array, tuple(array.shape[:2]) if full else size)
     except ImageReadError:
         raise
+    except Image.DecompressionBombError as exc:  # someone set PIL's own ceiling again
+        raise ImageTooLargeError(f"{path}: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
