@@ -31,7 +31,11 @@ from ..runtime import fast_vision_tower, fuse_on_cpu, lower_hidden_layers, lower
 from ..weights import load_checkpoint
 from ..scoring import Scorer
 from .base import RegionScores
-from .owlv2_resize import Owlv2Resizer, output_size
+from .owlv2_resize import Owlv2Resizer, output_size, reduce_to
+
+
+# above this, OWL-ViT's processor would make float copies of hundreds of MB
+HUGE_PIXELS = 2**24
 
 
 class OwlBackend:
@@ -101,6 +105,12 @@ class OwlBackend:
         """
         if self.resizer is not None:
             return self.resizer(images, self.device)
+        size = output_size(self.processor.image_processor)
+        if size is not None:  # OWL-ViT's bicubic resize converts the whole image to float first:
+            # huge images are first brought to twice the input in bounded memory (the input
+            # then differs from the stock processor's by 0.004 on average, 0.08 at most)
+            images = [reduce_to(im, 2 * size[0], 2 * size[1]) if im.shape[0] * im.shape[1] > HUGE_PIXELS else im
+                      for im in images]
         tensors = [
             torch.from_numpy(im if im.flags.writeable else im.copy()).permute(2, 0, 1).to(self.device)
             for im in images

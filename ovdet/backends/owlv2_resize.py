@@ -49,6 +49,7 @@ class AxisWeights:
     weights: np.ndarray
     length: int
     rows: int
+    side: int
 
     def span(self, i0: int, i1: int) -> tuple[int, int]:
         """Input range [lo, hi) that outputs [i0, i1) read."""
@@ -125,7 +126,7 @@ def axis_weights(length: int, side: int, out: int, sigma: float) -> AxisWeights:
     rows = np.broadcast_to(np.arange(out)[:, None], taps.shape)
     np.add.at(weights, (rows[inside], (taps - start[:, None])[inside]), tap_w[inside])
     last = int(np.nonzero(has)[0].max()) + 1 if has.any() else 0
-    return AxisWeights(start=start, weights=weights.astype(np.float32), length=length, rows=last)
+    return AxisWeights(start=start, weights=weights.astype(np.float32), length=length, rows=last, side=side)
 
 
 def output_size(image_processor) -> tuple[int, int] | None:
@@ -185,44 +186,67 @@ class Owlv2Resizer:
         sy, sx = self.sigmas(side)
         ay = axis_weights(h, side, self.height, sy)
         ax = axis_weights(w, side, self.width, sx)
-        out = torch.zeros(3, self.height, self.width, dtype=torch.float32)
-        if ay.rows == 0 or ax.rows == 0:
-            return out
-        # rows pass in bands of output rows through a dense slice of A_y, which reads
-        # band * S/T + K input rows where K would do: at most 4 K (or 64) rows per band, so
-        # multiply-adds stay within 4x of the useful ones and small images take few calls.
-        # The columns pass (sparse) runs once per group of bands, ~CHUNK_BYTES of rows.
-        k = ay.weights.shape[1]
-        band = max(1, int((max(4 * k, 64) - k) * self.height / side))
-        group = max(band, min(ay.rows, CHUNK_BYTES // (12 * w) // band * band))
-        # buffers allocated once per image: fresh allocations of this size cost more in page
-        # faults than the conversions that fill them
-        mixed = torch.empty(group, w * 3, dtype=torch.float32)
-        regrouped = torch.empty(w, group * 3, dtype=torch.float32)
-        scratch = torch.empty(CHUNK_BYTES // 4, dtype=torch.float32)
-        columns = _sparse(ax)
-        flat = image.reshape(h, w * 3)  # a view: rows of interleaved RGB
-        # zero-copy when the array is writable (torch does not wrap read-only memory)
-        source = torch.from_numpy(flat) if flat.flags.writeable else None
-        for g0 in range(0, ay.rows, group):  # Python loops: Ctrl-C is seen between bands
-            g1 = min(ay.rows, g0 + group)
-            for i0 in range(g0, g1, band):
-                i1 = min(g1, i0 + band)
-                lo, hi = ay.span(i0, i1)
-                rows = ay.dense(i0, i1, lo, hi)  # (n, hi - lo)
-                chunk = max(3, scratch.numel() // (hi - lo) // 3 * 3)
-                for c0 in range(0, w * 3, chunk):  # uint8 -> float a chunk of columns at a time
-                    c1 = min(w * 3, c0 + chunk)
-                    part = source[lo:hi, c0:c1] if source is not None else torch.from_numpy(np.array(flat[lo:hi, c0:c1]))
-                    floats = scratch[: (hi - lo) * (c1 - c0)].view(hi - lo, c1 - c0)
-                    floats.copy_(part)
-                    torch.mm(rows, floats, out=mixed[i0 - g0 : i1 - g0, c0:c1])
-            n = g1 - g0
-            cols = regrouped[:, : n * 3]
-            cols.view(w, n, 3).copy_(mixed[:n].view(n, w, 3).permute(1, 0, 2))
-            res = torch.sparse.mm(columns, cols)  # (Tw, n * 3)
-            out[:, g0:g1, :] = res.view(self.width, n, 3).permute(2, 1, 0)
+        return resample(image, ay, ax)
+
+
+def resample(image: np.ndarray, ay: AxisWeights, ax: AxisWeights) -> torch.Tensor:
+    """(H, W, 3) uint8 (C-contiguous, or it is copied) -> (3, Ty, Tx) float32 = A_y X A_x^T per channel, in the
+    image's units (0..255), computed in bands of output rows (Ctrl-C is seen between bands;
+    float temporaries stay under ~3 x CHUNK_BYTES)."""
+    h, w = image.shape[:2]
+    out = torch.zeros(3, len(ay.start), len(ax.start), dtype=torch.float32)
+    if ay.rows == 0 or ax.rows == 0:
         return out
+    # rows pass in bands of output rows through a dense slice of A_y, which reads
+    # band * S/T + K input rows where K would do: at most 4 K (or 64) rows per band, so
+    # multiply-adds stay within 4x of the useful ones and small images take few calls.
+    # The columns pass (sparse) runs once per group of bands, ~CHUNK_BYTES of rows.
+    k = ay.weights.shape[1]
+    band = max(1, int((max(4 * k, 64) - k) * len(ay.start) / ay.side))
+    group = max(band, min(ay.rows, CHUNK_BYTES // (12 * w) // band * band))
+    # buffers allocated once per image: fresh allocations of this size cost more in page
+    # faults than the conversions that fill them
+    mixed = torch.empty(group, w * 3, dtype=torch.float32)
+    regrouped = torch.empty(w, group * 3, dtype=torch.float32)
+    scratch = torch.empty(CHUNK_BYTES // 4, dtype=torch.float32)
+    columns = _sparse(ax)
+    flat = image.reshape(h, w * 3)  # a view: rows of interleaved RGB
+    # zero-copy when the array is writable (torch does not wrap read-only memory)
+    source = torch.from_numpy(flat) if flat.flags.writeable else None
+    for g0 in range(0, ay.rows, group):  # Python loops: Ctrl-C is seen between bands
+        g1 = min(ay.rows, g0 + group)
+        for i0 in range(g0, g1, band):
+            i1 = min(g1, i0 + band)
+            lo, hi = ay.span(i0, i1)
+            rows = ay.dense(i0, i1, lo, hi)  # (n, hi - lo)
+            chunk = max(3, scratch.numel() // (hi - lo) // 3 * 3)
+            for c0 in range(0, w * 3, chunk):  # uint8 -> float a chunk of columns at a time
+                c1 = min(w * 3, c0 + chunk)
+                part = source[lo:hi, c0:c1] if source is not None else torch.from_numpy(np.array(flat[lo:hi, c0:c1]))
+                floats = scratch[: (hi - lo) * (c1 - c0)].view(hi - lo, c1 - c0)
+                floats.copy_(part)
+                torch.mm(rows, floats, out=mixed[i0 - g0 : i1 - g0, c0:c1])
+        n = g1 - g0
+        cols = regrouped[:, : n * 3]
+        cols.view(w, n, 3).copy_(mixed[:n].view(n, w, 3).permute(1, 0, 2))
+        res = torch.sparse.mm(columns, cols)  # (Tw, n * 3)
+        out[:, g0:g1, :] = res.view(len(ax.start), n, 3).permute(2, 1, 0)
+    return out
+
+
+def reduce_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An (H, W, 3) uint8 image brought down to at most `height` x `width` per axis (Gaussian
+    anti-aliasing with OWLv2's sigma rule, bilinear sampling), in bounded memory; unchanged
+    when already small enough. For processors that would otherwise convert the whole image
+    to float (OWL-ViT's bicubic resize)."""
+    h, w = image.shape[:2]
+    th, tw = min(h, height), min(w, width)
+    if (th, tw) == (h, w):
+        return image
+    ay = axis_weights(h, h, th, max(0.0, (h / th - 1) / 2))
+    ax = axis_weights(w, w, tw, max(0.0, (w / tw - 1) / 2))
+    out = resample(image, ay, ax)
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 @lru_cache(maxsize=64)
