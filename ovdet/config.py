@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError, first_line
+from .io import DEFAULT_MAX_PIXELS
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # keys that only some backends read: setting them elsewhere is an error, not a silent no-op
@@ -29,6 +30,8 @@ CHOICES = {
     "proposer": ("", "owlv2", "yolo", "windows", "boxes"),
     "region_mode": ("crop", "pooled"),
     "scoring": ("native", "softmax", "sigmoid"),
+    "tile_merge": ("nms", "nmm"),
+    "tile_merge_metric": ("iou", "ios"),
 }
 
 
@@ -81,7 +84,22 @@ class DetectorConfig:
         compile: torch.compile the image tower (first call compiles: tens of seconds). Meant
             for long GPU runs. On a CPU it replaces the fused bf16 tower (`ovdet.cpu_fused`) and
             is slower than it: OWL-ViT B/32 forward 116 ms compiled vs 92 ms fused.
-        batch_size: images per forward pass in `detect_batch` and the CLI.
+        batch_size: images per forward pass in `detect_batch` and the CLI; with `tile`, tiles
+            of one image per forward pass.
+        tile: sliced inference: the side in pixels of square tiles cut from each image, each
+            run through the model at its input size (small objects in large images); 0 = off.
+            Images smaller than a tile on a side give tiles of that side.
+        tile_overlap: fraction of `tile` that neighbouring tiles share, in [0, 0.9].
+        tile_full_image: also run the whole image (resized as without tiling) and merge its
+            detections with the tiles' (SAHI's "standard prediction": large objects).
+        tile_merge: how detections of different tiles that overlap are merged: "nms" keeps the
+            best, "nmm" (greedy non-maximum merging) grows it to the union of the boxes it
+            absorbs. Boxes that touch an inner tile edge (cut objects) rank after whole ones.
+        tile_merge_iou: overlap above which two detections of different tiles are one object.
+        tile_merge_metric: "iou" (intersection over union) or "ios" (intersection over the
+            smaller box: a cut part inside the whole object counts as the same object).
+        max_pixels: images with more pixels are refused before decoding, with a one-line error
+            (the default takes a 20000 x 20000 image).
         description: one line shown by `ovdet weights list`.
     """
 
@@ -112,6 +130,13 @@ class DetectorConfig:
     precision: str = "auto"
     compile: bool = False
     batch_size: int = 4
+    tile: int = 0
+    tile_overlap: float = 0.2
+    tile_full_image: bool = False
+    tile_merge: str = "nmm"
+    tile_merge_iou: float = 0.5
+    tile_merge_metric: str = "ios"
+    max_pixels: int = DEFAULT_MAX_PIXELS
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -130,6 +155,14 @@ class DetectorConfig:
             raise ConfigError(f"max_detections must be >= 1, got {self.max_detections}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.tile != 0 and self.tile < 32:
+            raise ConfigError(f"tile must be 0 (off) or at least 32 pixels, got {self.tile}")
+        if not 0.0 <= self.tile_overlap <= 0.9:
+            raise ConfigError(f"tile_overlap must be a fraction in [0, 0.9], got {self.tile_overlap}")
+        if not 0.0 < self.tile_merge_iou <= 1.0:
+            raise ConfigError(f"tile_merge_iou must be in (0, 1], got {self.tile_merge_iou}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(repr(a) for a in allowed)}, got {getattr(self, key)!r}")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import warnings
 from pathlib import Path
@@ -19,13 +20,14 @@ from .backends import BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_
 from .cache import TextEmbeddingCache
 from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
 from .errors import ConfigError, OvdetError, OvdetWarning
-from .io import load_image
+from .io import LoadedImage, read_image
 from .postprocess import select_detections
 from .proposers import given_boxes
 from .runtime import resolve_device, resolve_precision
 from .scoring import drop_negatives
 from .structures import Detections
 from .text import VocabularyEncoder, resolve_templates, validate_vocabulary
+from .tiling import TileSettings, detect_tiled
 
 
 def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
@@ -143,6 +145,19 @@ class Detector:
                           OvdetWarning, stacklevel=3)
         return torch.tensor([by_key.get(n.casefold(), thr) for n in names], device=self.device)
 
+    # -- images -------------------------------------------------------------------------------
+    def decode_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """The smallest (h, w) worth decoding a `height` x `width` image at for this model
+        (JPEG draft; see `ovdet.io.read_image`); None = full size: with tiling (tiles need
+        every pixel) or when the backend does not say (it crops from the full image)."""
+        needed = getattr(self.backend, "decode_size", None)
+        return None if self.config.tile or needed is None else needed(height, width)
+
+    def load(self, image: Any) -> LoadedImage:
+        """Read a path, PIL image or array for this detector: refused above `max_pixels` (one
+        line saying how to raise it), JPEGs decoded at the size the model needs."""
+        return read_image(image, self.config.max_pixels, self.decode_size)
+
     # -- detection ----------------------------------------------------------------------------
     def detect(
         self,
@@ -179,25 +194,45 @@ class Detector:
     ) -> list[Detections]:
         """Detect `classes` in several images; forward passes take `batch_size` images each.
 
-        `boxes`, if given, holds one (N_i, 4) xyxy box list per image. Raises
-        `ImageReadError` for the first unreadable image (the CLI reads images itself to skip
-        bad ones and go on).
+        `images` may also be `LoadedImage`s (`Detector.load`, e.g. JPEGs decoded reduced):
+        boxes are reported in the pixels of the image itself. `boxes`, if given, holds one
+        (N_i, 4) xyxy box list per image. Raises `ImageReadError` for the first unreadable
+        image (the CLI reads images itself to skip bad ones and go on).
+
+        With `tile` set, each image is cut into tiles that go through the model `batch_size`
+        at a time and are merged back (`ovdet.tiling`).
         """
         names, negs = self._vocabulary(classes, negatives)
         thr = self._thresholds(names, threshold)
         if boxes is not None and len(boxes) != len(images):
             raise OvdetError(f"boxes: got {len(boxes)} box lists for {len(images)} images")
+        if boxes is not None and self.config.tile:
+            raise OvdetError("given boxes cannot be scored with tiling: set tile to 0")
         class_embeds = self.class_embeddings(names + negs)
         size = batch_size or self.config.batch_size
+        if self.config.tile:
+            return [self._detect_tiled(self.load(im), class_embeds, names, thr, size) for im in images]
         results: list[Detections] = []
         for start in range(0, len(images), size):
-            arrays = [load_image(im) for im in images[start : start + size]]
+            loaded = [self.load(im) for im in images[start : start + size]]
+            arrays = [im.array for im in loaded]
             given = None
             if boxes is not None:
                 given = [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes[start : start + size], arrays)]
-            for cand in self.backend.predict(arrays, class_embeds, given):
-                results.append(self._finalise(cand, names, thr))
+            for cand, image in zip(self.backend.predict(arrays, class_embeds, given), loaded):
+                results.append(self._finalise(to_original_pixels(cand, image), names, thr))
         return results
+
+    def _detect_tiled(self, image: LoadedImage, class_embeds: torch.Tensor, names: tuple[str, ...],
+                      thr: float | torch.Tensor, batch_size: int) -> Detections:
+        settings = TileSettings.from_config(self.config)
+        if max(image.array.shape[:2]) <= settings.tile:  # one tile: exactly the untiled result
+            cand = self.backend.predict([image.array], class_embeds)[0]
+            return self._finalise(to_original_pixels(cand, image), names, thr)
+        dets = detect_tiled(image.array, lambda crops: self.backend.predict(crops, class_embeds),
+                            lambda cand: self._finalise(cand, names, thr), settings, batch_size,
+                            self.config.max_detections, self.config.class_agnostic_nms)
+        return dets
 
     def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float | torch.Tensor) -> Detections:
         cfg = self.config
@@ -237,3 +272,12 @@ class Detector:
         from .video.stream import stream
 
         return stream(self, source, classes, track=track, every=every, **options)
+
+
+def to_original_pixels(cand: RegionScores, image: LoadedImage) -> RegionScores:
+    """Candidates of an image decoded reduced, moved to the pixels of the image itself."""
+    if not image.reduced:
+        return cand
+    (h, w), (rh, rw) = image.size, image.array.shape[:2]
+    scale = torch.tensor([w / rw, h / rh, w / rw, h / rh], dtype=cand.boxes.dtype, device=cand.boxes.device)
+    return dataclasses.replace(cand, boxes=cand.boxes * scale, image_size=(h, w))

@@ -48,6 +48,10 @@ class ImageReadError(OvdetError, OSError):
     """An image is missing, unreadable or not an image."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image has more pixels than `max_pixels` allows (the message says how to raise it)."""
+
+
 class WeightsNotFoundError(OvdetError, FileNotFoundError):
     """A checkpoint is not on disk and could not be downloaded."""
 

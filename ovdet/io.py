@@ -9,22 +9,48 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import mmap
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError
+from .errors import ImageReadError, ImageTooLargeError
 
+ORIENTATION_TAG = 0x0112  # EXIF
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
-# PIL refuses images above ~179 Mpx as decompression bombs; ovdet resizes every image to the
-# model's input anyway, so allow large photos (e.g. 100 Mpx panoramas) but keep a ceiling.
-MAX_IMAGE_PIXELS = 400_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # once, at import: the setting is process-wide
+# Images above max_pixels are refused before decoding (`read_image`), with one line that says how
+# to raise the limit; the default takes a 20000 x 20000 image (1.2 GB as RGB).
+DEFAULT_MAX_PIXELS = 500_000_000
+# PIL's own ceiling (a warning above 89 Mpx, an error above 179 Mpx) would stand in front of
+# max_pixels, and it is process-wide: ovdet turns it off once, at import, and checks sizes itself.
+Image.MAX_IMAGE_PIXELS = None
+# RGB images above this are decoded into memory ovdet owns and packed in place (`_decode_compact`):
+# PIL holds RGB as 4 bytes a pixel and a numpy copy adds 3 (2.8 GB at the peak for 20000 x 20000).
+LARGE_DECODE_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image as decoded for a model.
+
+    array: (h, w, 3) RGB uint8; a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (PIL's draft)
+        when the model needs fewer pixels.
+    size: (height, width) of the image itself (after EXIF rotation): detections are reported
+        in these pixels.
+    """
+
+    array: np.ndarray
+    size: tuple[int, int]
+
+    @property
+    def reduced(self) -> bool:
+        return tuple(self.array.shape[:2]) != tuple(self.size)
 
 # http(s) images: read into memory, never to disk; a cap so a wrong URL (a video, an endless
 # stream) cannot fill memory, and a timeout per connect / read so a dead host cannot hang a run
@@ -119,49 +145,135 @@ def _unidentified(exc: ImportError) -> BaseException:
     return exc.__context__ if isinstance(exc.__context__, UnidentifiedImageError) else exc
 
 
-def load_image(image: Any) -> np.ndarray:
-    """Load a path, http(s) URL, PIL image or array as an (H, W, 3) RGB uint8 array.
+def check_pixels(height: int, width: int, max_pixels: int, name: str = "image") -> None:
+    """Raise `ImageTooLargeError` (one line: how to raise the limit) above `max_pixels`."""
+    if height * width > max_pixels:
+        raise ImageTooLargeError(
+            f"{name} is {width}x{height} = {height * width:,} pixels, above max_pixels ({max_pixels:,}); "
+            f"to read it, raise the limit: --max-pixels {height * width} (config key max_pixels)"
+        )
 
-    Arrays are taken as RGB (or gray / RGBA); 16-bit arrays keep their top byte, float arrays
-    are taken as [0, 1]. Raises `ImageReadError` with the file name when the image is missing or
-    cannot be decoded.
+
+def read_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
+               decode_size: Callable[[int, int], tuple[int, int] | None] | None = None) -> LoadedImage:
+    """Load a path, PIL image, array or `LoadedImage` for a model.
+
+    Args:
+        image: as for `load_image`.
+        max_pixels: larger images raise `ImageTooLargeError` before they are decoded.
+        decode_size: (height, width) -> the smallest (h, w) the model can use, or None for full
+            size. JPEG files are then decoded reduced by 2, 4 or 8 in the DCT (PIL's draft),
+            never below that size: less time and memory for photos much larger than the model's
+            input. Called after the file's header has been read.
+    Raises `ImageReadError` with the file name when the image is missing or cannot be decoded.
     """
+    if isinstance(image, LoadedImage):
+        check_pixels(*image.size, max_pixels)
+        return image
     if isinstance(image, np.ndarray):
-        return _to_uint8_rgb(image)
+        if image.ndim >= 2:
+            check_pixels(*image.shape[:2], max_pixels, "array")
+        array = _to_uint8_rgb(image)
+        return LoadedImage(array, array.shape[:2])
     if isinstance(image, Image.Image):
-        return _pil_to_array(image)
+        check_pixels(image.height, image.width, max_pixels)
+        array = _pil_to_array(image)
+        return LoadedImage(array, array.shape[:2])
     if is_url(image):
         import io
 
-        try:
-            with Image.open(io.BytesIO(download_image_bytes(image))) as img:
-                img.load()
-                return _pil_to_array(img)
-        except Image.DecompressionBombError as exc:
-            raise ImageReadError(f"image too large ({exc}); ovdet reads up to {MAX_IMAGE_PIXELS:,} pixels: {image}") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            if isinstance(exc, ImageReadError):
-                raise
-            raise ImageReadError(f"cannot read image {image}: {exc}") from exc
-        except ImportError as exc:
-            raise ImageReadError(f"cannot read image {image}: {_unidentified(exc)}") from exc
+        return _decode(io.BytesIO(download_image_bytes(image)), image, max_pixels, decode_size)
     if hasattr(image, "__fspath__") or isinstance(image, str):
-        path = Path(image)
-        if not path.exists():
-            raise ImageReadError(f"image not found: {path}")
-        if path.is_dir():
-            raise ImageReadError(f"expected an image file, got a directory: {path}")
-        try:
-            with Image.open(path) as img:
-                img.load()
-                return _pil_to_array(img)
-        except Image.DecompressionBombError as exc:
-            raise ImageReadError(f"image too large ({exc}); ovdet reads up to {MAX_IMAGE_PIXELS:,} pixels: {path}") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise ImageReadError(f"cannot read image {path}: {exc}") from exc
-        except ImportError as exc:
-            raise ImageReadError(f"cannot read image {path}: {_unidentified(exc)}") from exc
+        return _read_file(Path(image), max_pixels, decode_size)
     raise ImageReadError(f"unsupported image type {type(image).__name__}: pass a path, PIL image or numpy array")
+
+
+def load_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Load a path, http(s) URL, PIL image or array as an (H, W, 3) RGB uint8 array, at full size.
+
+    Arrays are taken as RGB (or gray / RGBA); 16-bit arrays keep their top byte, float arrays
+    are taken as [0, 1]. Raises `ImageReadError` with the file name when the image is missing or
+    cannot be decoded, `ImageTooLargeError` above `max_pixels`.
+    """
+    return read_image(image, max_pixels).array
+
+
+def _read_file(path: Path, max_pixels: int, decode_size) -> LoadedImage:
+    if not path.exists():
+        raise ImageReadError(f"image not found: {path}")
+    if path.is_dir():
+        raise ImageReadError(f"expected an image file, got a directory: {path}")
+    return _decode(path, str(path), max_pixels, decode_size)
+
+
+def _decode(source: Any, name: str, max_pixels: int, decode_size) -> LoadedImage:
+    """A file path or in-memory file (a downloaded URL) -> `LoadedImage`; `name` in errors."""
+    path = name
+    try:
+        with Image.open(source) as img:  # reads the header only
+            width, height = img.size
+            check_pixels(height, width, max_pixels, str(path))
+            # EXIF rotation from the header: JPEG only (PIL reads a PNG's EXIF by decoding it)
+            rotated = img.format == "JPEG" and img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+            size = (width, height) if rotated else (height, width)
+            if decode_size is not None and img.format == "JPEG":
+                wanted = decode_size(height, width)
+                if wanted is not None:
+                    img.draft(None, (wanted[1], wanted[0]))  # keeps at least `wanted`
+            array = _decode_compact(img) if img.width * img.height > LARGE_DECODE_PIXELS else None
+            if array is None:
+                img.load()  # PIL decodes in a Python loop over blocks: Ctrl-C is seen between them
+                array = _pil_to_array(img)
+            full = img.size == (width, height)  # not reduced by draft: the array is the image
+            return LoadedImage(array, tuple(array.shape[:2]) if full else size)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:  # someone set PIL's own ceiling again
+        raise ImageTooLargeError(f"{path}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+    except ImportError as exc:
+        raise ImageReadError(f"cannot read image {path}: {_unidentified(exc)}") from exc
+
+
+def _decode_compact(img: Image.Image) -> np.ndarray | None:
+    """A large RGB image decoded by PIL into memory ovdet owns, then packed in place: (H, W, 3)
+    uint8 with a peak of 4 bytes a pixel instead of 7 (PIL's own 4-byte RGBX copy plus numpy's).
+
+    PIL keeps RGB as RGBX and decodes into the image memory it finds attached; attaching a
+    core that wraps an anonymous mmap lets the decoder write there. The rows are then packed
+    to RGB towards the start of the map (each row's destination ends before the next row's
+    source begins) and the freed tail is handed back to the OS. Returns None (nothing decoded)
+    for other modes, or when this PIL did not decode into the attached memory (the image is
+    then in `img`, decoded the usual way)."""
+    if img.mode != "RGB":
+        return None
+    width, height = img.size
+    memory = mmap.mmap(-1, height * width * 4)
+    rgbx = np.frombuffer(memory, np.uint8).reshape(height, width, 4)
+    target = Image.frombuffer("RGBX", (width, height), rgbx, "raw", "RGBX", 0, 1)
+    img.im = target.im
+    img.load()  # PIL decodes in a Python loop over blocks: Ctrl-C is seen between them
+    if img.im is not target.im:
+        return None
+    flat = np.frombuffer(memory, np.uint8)
+    step = max(1, 2**24 // (width * 4))
+    for y in range(0, height, step):  # numpy copies through a temporary where a block overlaps
+        y1 = min(height, y + step)
+        np.copyto(flat[3 * width * y : 3 * width * y1].reshape(y1 - y, width, 3), rgbx[y:y1, :, :3])
+    used = -(-3 * width * height // mmap.PAGESIZE) * mmap.PAGESIZE
+    if used < len(memory):
+        memory.madvise(mmap.MADV_DONTNEED, used, len(memory) - used)
+    del target, rgbx
+    return _orient(flat[: 3 * width * height].reshape(height, width, 3), img.getexif().get(ORIENTATION_TAG, 1))
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation applied to an (H, W, 3) array, as `ImageOps.exif_transpose` does."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](array)) if orientation in ops else array
 
 
 def expand_image_args(args: Iterable[str]) -> Iterator[str]:

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovdet.errors import ImageReadError
-from ovdet.io import expand_image_args, load_image
+from ovdet import io as io_module
+from ovdet.errors import ImageReadError, ImageTooLargeError
+from ovdet.io import DEFAULT_MAX_PIXELS, expand_image_args, load_image, read_image
 
 
 def gradient(h=30, w=40):
@@ -77,11 +78,50 @@ def test_bad_arrays_and_types():
         load_image(12)
 
 
-def test_huge_image_is_refused_clearly(tmp_path, monkeypatch):
-    Image.fromarray(gradient(100, 100)).save(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # stand-in for ovdet's 400 Mpx ceiling
-    with pytest.raises(ImageReadError, match="too large"):
-        load_image(tmp_path / "big.png")
+def test_above_max_pixels_one_line_says_how_to_raise_it(tmp_path):
+    Image.fromarray(gradient(100, 120)).save(tmp_path / "big.png")
+    for source in (tmp_path / "big.png", gradient(100, 120)):
+        with pytest.raises(ImageTooLargeError, match="above max_pixels") as err:
+            load_image(source, max_pixels=11_999)
+        assert "--max-pixels 12000" in str(err.value) and "\n" not in str(err.value)
+    assert load_image(tmp_path / "big.png", max_pixels=12_000).shape == (100, 120, 3)
+    assert DEFAULT_MAX_PIXELS >= 20000 * 20000
+
+
+def test_jpeg_draft_decodes_reduced_and_keeps_the_original_size(tmp_path):
+    rgb = np.asarray(Image.fromarray(gradient(150, 200)).resize((2000, 1500)))
+    Image.fromarray(rgb).save(tmp_path / "p.jpg", quality=95)
+    full = read_image(tmp_path / "p.jpg")
+    assert not full.reduced and full.size == (1500, 2000)
+    seen = []
+    reduced = read_image(tmp_path / "p.jpg", decode_size=lambda h, w: seen.append((h, w)) or (300, 400))
+    assert seen == [(1500, 2000)] and reduced.size == (1500, 2000) and reduced.reduced
+    assert reduced.array.shape == (375, 500, 3)  # 1/4: the largest DCT reduction that keeps >= 300 x 400
+    small = np.asarray(Image.fromarray(full.array).resize((500, 375), Image.BOX), dtype=float)
+    assert np.abs(reduced.array - small).mean() < 3  # the same picture
+    # PNGs are not reduced; EXIF-rotated JPEGs report their rotated size
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    assert not read_image(tmp_path / "p.png", decode_size=lambda h, w: (10, 10)).reduced
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    rot = read_image(tmp_path / "rot.jpg", decode_size=lambda h, w: (h // 4, w // 4))
+    assert rot.size == (2000, 1500) and rot.array.shape == (500, 375, 3)
+
+
+@pytest.mark.parametrize("name, orientation", [("a.png", 1), ("b.jpg", 1), ("c.jpg", 6), ("d.jpg", 3)])
+def test_large_images_packed_in_place_equal_the_usual_decode(tmp_path, monkeypatch, name, orientation):
+    rgb = gradient(60, 90)
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(tmp_path / name, exif=exif.tobytes(), **({"quality": 95} if name.endswith("jpg") else {}))
+    want = load_image(tmp_path / name)
+    monkeypatch.setattr(io_module, "LARGE_DECODE_PIXELS", 100)
+    got = load_image(tmp_path / name)
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous and got.flags.writeable
 
 
 def test_expand_image_args(tmp_path):

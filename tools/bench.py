@@ -28,6 +28,9 @@ Sections:
           frames/s on the same decoded frames
   yolo    YOLO-World-S (80 classes) and a YOLOv8s proposer, one 1280x720 photo: ovdet vs
           ultralytics' own `predict` on the same checkpoint
+  tiles   sliced inference: tiles/s of a 2560x1920 image in 640 px tiles, batched (--tile-batch)
+          vs one tile per forward pass; peak RSS and time of `ovdet detect` on a 20000 x 20000
+          PNG, whole and in --huge-tile tiles (fresh processes)
 """
 
 from __future__ import annotations
@@ -525,8 +528,74 @@ def bench_memory(args, work: Path) -> dict:
                 images_per_s=args.memory_images / (time.perf_counter() - t))
 
 
+# -- tiles ------------------------------------------------------------------------------------
+def write_huge_png(path: Path, side: int) -> Path:
+    """A side x side 8-bit RGB PNG (grey, a dark band), streamed row by row through zlib."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    grey = bytes([128]) * (side * 3)
+    band = bytearray(grey)
+    band[side // 4 * 3 : side // 2 * 3] = bytes([30, 60, 200]) * (side // 2 - side // 4)
+    comp = zlib.compressobj(1)
+    parts = [comp.compress(b"\x00" + (bytes(band) if side // 4 <= y < side // 4 + side // 20 else grey))
+             for y in range(side)] + [comp.flush()]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return path
+
+
+def peak_rss_of_cli(args: list[str], threads: int) -> tuple[float, float]:
+    """(peak RSS in GB, seconds) of `python -m ovdet ARGS` in a fresh process (its own peak:
+    the wrapper's only child)."""
+    import subprocess
+
+    code = ("import resource, subprocess, sys; rc = subprocess.run([sys.executable, '-m', 'ovdet', *sys.argv[1:]]).returncode;"
+            " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args, "--threads", str(threads)], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"ovdet {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
+    return int(proc.stdout.strip().splitlines()[-1]) / 1e6, time.perf_counter() - t
+
+
+def bench_tiles(args, work: Path) -> dict:
+    """Sliced inference: tiles/s with the tiles of an image batched (`--tile-batch`) vs one per
+    forward pass (what SAHI and supervision's InferenceSlicer do), interleaved in one process;
+    then peak RSS of `ovdet detect` on a 20000 x 20000 PNG, whole and tiled (fresh processes)."""
+    from ovdet import Detector
+    from ovdet.tiling import tile_windows
+
+    folder = work / args.owl
+    if not folder.exists():
+        save_owl(args.owl, folder)
+    image = test_image(1920, 2560)
+    tiles = len(tile_windows(1920, 2560, args.tile, 0.2))
+    kw = dict(device=args.device, cache_text=False, tile=args.tile, tile_overlap=0.2)
+    dets = {f"batch_{b}": Detector.from_pretrained(str(folder), batch_size=b, **kw) for b in (args.tile_batch, 1)}
+    fns = {k: (lambda d=d: d.detect(image, CLASSES20)) for k, d in dets.items()}
+    secs = interleaved(fns, args.reps, args.device)
+    out = {"architecture": args.owl, "image": "2560x1920", "tile": args.tile, "tiles": tiles}
+    out.update({f"{k}_tiles_per_s": tiles / v for k, v in secs.items()})
+    out["batched_speedup"] = secs["batch_1"] / secs[f"batch_{args.tile_batch}"]
+    huge = write_huge_png(work / "huge.png", args.huge_side)
+    common = ["detect", str(huge), "--classes", "road,car", "--model", str(folder), "--device", args.device,
+              "--json", str(work / "huge.json")]
+    for name, extra in (("whole", []), ("tiled", ["--tile", str(args.huge_tile), "--tile-overlap", "0.1",
+                                                  "--batch-size", str(args.tile_batch)])):
+        gb, sec = peak_rss_of_cli(common + extra, args.threads)
+        out[f"huge_{name}_peak_rss_gb"], out[f"huge_{name}_seconds"] = gb, sec
+    out["huge_side"], out["huge_tile"] = args.huge_side, args.huge_tile
+    return out
+
+
 SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
-            "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video}
+            "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video}
 
 
 def main(argv=None) -> int:
@@ -540,6 +609,10 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-images", type=int, default=500)
     parser.add_argument("--compile", action="store_true", help="owl: torch.compile the image tower (compile: true)")
     parser.add_argument("--video-frames", type=int, default=48, help="frames of the 720p clip (video)")
+    parser.add_argument("--tile", type=int, default=640, help="tile side for the tiles/s part of `tiles`")
+    parser.add_argument("--tile-batch", type=int, default=8, help="tiles per forward pass, batched mode of `tiles`")
+    parser.add_argument("--huge-side", type=int, default=20000, help="side of the huge PNG of `tiles`")
+    parser.add_argument("--huge-tile", type=int, default=2000, help="tile side for the huge PNG, tiled")
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import Interrupted, OvdetError
-from .options import (ImageBatches, add_image_options, add_model_options, add_run_options, add_vocabulary_options,
-                      config_overrides, output_name, read_vocabulary, run_dir_for, saved_to, write_json)
+from .options import (ImageBatches, LazyDetector, add_image_options, add_model_options, add_run_options,
+                      add_vocabulary_options, config_overrides, output_name, read_vocabulary, run_dir_for, saved_to,
+                      write_json)
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -51,32 +52,34 @@ def run(args: argparse.Namespace) -> int:
     folder runs/detect/exp<N>; with either flag, exactly where it says."""
     names = read_vocabulary(args)  # fail before importing torch or loading a model
     from ..adapters import to_records
-    from ..detector import Detector, resolve_config
+    from ..detector import resolve_config
 
     cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
-    batches = ImageBatches(args.images, cfg.batch_size)
+    # the model loads once the first image's header has been read: bad images fail fast
+    lazy = LazyDetector(cfg)
+    batches = ImageBatches(args.images, cfg.batch_size, loader=lazy.load)
     boxes = dict(zip(batches.paths, load_boxes(args.boxes, batches.paths))) if args.boxes else None
     explicit = args.out is not None or args.json_path is not None
     save_dir = args.out
     json_path = args.json_path
-    detector = None  # loaded once the first image has been read: bad images fail fast
     results: list[dict] = []
     used_names: set[str] = set()
     try:
-        for paths, arrays in batches:
-            if detector is None:
-                detector = Detector.from_config(cfg)
-                if not explicit and not args.no_save:  # made once the model has loaded
-                    save_dir = run_dir_for(args)
-                    json_path = str(save_dir / "results.json")
+        for paths, images in batches:
+            if save_dir is None and not explicit and not args.no_save:  # made once the first image is read
+                save_dir = run_dir_for(args)
+                json_path = str(save_dir / "results.json")
             given = [boxes[p] for p in paths] if boxes is not None else None
-            for path, image, dets in zip(paths, arrays, detector.detect_batch(arrays, names, boxes=given)):
+            for path, image, dets in zip(paths, images, lazy.get().detect_batch(images, names, boxes=given)):
                 h, w = dets.image_size
                 results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
                 if save_dir is not None:
                     from ..draw import annotate, save_image
+                    from ..io import load_image
 
-                    save_image(annotate(image, dets), save_dir / output_name(path, used_names))
+                    # drawn at full size: a JPEG decoded reduced for the model is read again
+                    full = load_image(path, cfg.max_pixels) if image.reduced else image.array
+                    save_image(annotate(full, dets), save_dir / output_name(path, used_names))
                 if args.json_path is None:
                     _print_detections(path, dets, batches.bar)
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ImageReadError, OvdetError
 from ..io import write_json_atomic
@@ -111,6 +111,17 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per forward pass")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the image tower (slow first call; for long GPU runs: on a CPU the default fused bf16 tower is faster)")
+    tiles = p.add_argument_group("sliced inference (small objects in large images) and image limits")
+    tiles.add_argument("--tile", type=int, metavar="PX", help="cut images into PX x PX tiles, batch_size per forward pass (0 = off)")
+    tiles.add_argument("--tile-overlap", type=float, metavar="F", help="fraction of a tile neighbours share (default 0.2)")
+    tiles.add_argument("--tile-full-image", action="store_true", default=None,
+                       help="also run the whole image and merge it with the tiles (large objects)")
+    tiles.add_argument("--tile-merge", choices=["nms", "nmm"], help="merge across tiles: keep the best (nms) or grow it "
+                       "to the union of what it absorbs (nmm, default)")
+    tiles.add_argument("--tile-merge-iou", type=float, metavar="X", help="overlap above which tiles' boxes are one object (0.5)")
+    tiles.add_argument("--tile-merge-metric", choices=["iou", "ios"],
+                       help="overlap as intersection over union, or over the smaller box (ios, default)")
+    tiles.add_argument("--max-pixels", type=int, metavar="N", help="refuse larger images (default 500,000,000)")
 
 
 def add_vocabulary_options(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -198,6 +209,8 @@ CONFIG_FLAGS = {
     "threshold": "threshold", "nms_iou": "nms_iou", "class_agnostic_nms": "class_agnostic_nms",
     "max_det": "max_detections", "multi_label": "multi_label", "templates": "templates", "negatives": "negatives",
     "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size", "compile": "compile",
+    **{key: key for key in ("tile", "tile_overlap", "tile_full_image", "tile_merge", "tile_merge_iou",
+                            "tile_merge_metric", "max_pixels")},
 }
 
 
@@ -235,11 +248,37 @@ def output_name(path: str, used: set[str]) -> str:
     return name
 
 
+class LazyDetector:
+    """The Detector of a config, built on first use, and the image loader that goes with it.
+
+    `load(path)` reads an image for the detector (max_pixels, JPEGs decoded at the size the
+    model needs); it builds the model only once a file's header has been read, so that a
+    missing or unreadable first image still fails before a model loads."""
+
+    def __init__(self, config):
+        self.config = config
+        self._detector = None
+
+    def get(self):
+        if self._detector is None:
+            from ..detector import Detector
+
+            self._detector = Detector.from_config(self.config)
+        return self._detector
+
+    def load(self, path: str):
+        from ..io import read_image
+
+        return read_image(path, self.config.max_pixels, lambda h, w: self.get().decode_size(h, w))
+
+
 class ImageBatches:
     """Reads the images named on the command line in batches, reporting and skipping the
     unreadable ones; a single image that cannot be read is an error (exit 2)."""
 
-    def __init__(self, image_args: Sequence[str], batch_size: int):
+    def __init__(self, image_args: Sequence[str], batch_size: int, loader: Callable[[str], Any] | None = None):
+        """`loader(path)` reads one image (default: `ovdet.io.load_image`); it may return an
+        array or a `LoadedImage`, and raises `ImageReadError` for images to skip."""
         from tqdm import tqdm
 
         from ..io import expand_image_args, is_url
@@ -252,19 +291,22 @@ class ImageBatches:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise ImageReadError(f"image not found: {missing[0]}{more}")
         self.batch_size = batch_size
+        self.loader = loader
         self.failed: list[str] = []
         self.bar = tqdm(total=len(self.paths), unit="img", disable=len(self.paths) < 2, file=sys.stderr,
                         dynamic_ncols=True)
 
     def __iter__(self):
-        """Yields (paths, RGB arrays) of the readable images, batch by batch."""
+        """Yields (paths, images) of the readable images, batch by batch: RGB arrays, or what
+        the loader returns."""
         from ..io import load_image
 
+        loader = self.loader or load_image
         for start in range(0, len(self.paths), self.batch_size):
             batch_paths, arrays = [], []
             for path in self.paths[start : start + self.batch_size]:
                 try:
-                    arrays.append(load_image(path))
+                    arrays.append(loader(path))
                     batch_paths.append(path)
                 except ImageReadError as exc:
                     if len(self.paths) == 1:

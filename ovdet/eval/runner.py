@@ -322,7 +322,7 @@ def run_detector(
                 batch_images, arrays = [], []
                 for image, path in todo[first : first + size]:
                     try:
-                        arrays.append(load_image(path))
+                        arrays.append(load_image(path, detector.config.max_pixels))
                         batch_images.append(image)
                     except ImageReadError as exc:
                         note_skip(path, str(exc))

@@ -1,0 +1,146 @@
+"""Huge images through the real CLI, in subprocesses: bounded memory whole and tiled, the
+max_pixels error, Ctrl-C while an image is being read or resized; JPEG draft in the API."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovdet import Detector
+
+ROOT = Path(__file__).resolve().parent.parent
+SIDE = 20000
+PEAK_LIMIT_GB = 3.0
+
+# runs `python -m ovdet ARGS` as its only child and prints that child's peak RSS in kB
+MEASURE = ("import resource, subprocess, sys; rc = subprocess.run([sys.executable, '-m', 'ovdet', *sys.argv[1:]]).returncode;"
+           " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
+def write_png(path: Path, width: int, height: int, rows) -> None:
+    """An 8-bit RGB PNG streamed row by row through zlib: a 20000 x 20000 image without
+    holding its 1.2 GB of pixels (`rows(y)` gives row y's bytes)."""
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(1)
+    parts = [comp.compress(b"\x00" + rows(y)) for y in range(height)] + [comp.flush()]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory) -> Path:
+    """20000 x 20000 grey with a dark blue 6000 x 1000 band."""
+    path = tmp_path_factory.mktemp("huge") / "huge.png"
+    grey = bytes([128]) * (SIDE * 3)
+    band = bytearray(grey)
+    band[3 * 3000 : 3 * 9000] = bytes([30, 60, 200]) * 6000
+    band = bytes(band)
+    write_png(path, SIDE, SIDE, lambda y: band if 5000 <= y < 6000 else grey)
+    return path
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+def detect_args(image, model, *extra):
+    return ["detect", str(image), "--classes", "road,car", "--model", str(model), "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("extra", [[], ["--tile", "5000", "--tile-overlap", "0.05", "--batch-size", "4"]],
+                         ids=["whole", "tiled"])
+def test_20000_squared_runs_in_bounded_memory(huge_png, tiny_owlv2, tmp_path, extra):
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *detect_args(huge_png, tiny_owlv2, "--json", out, *extra)],
+                          capture_output=True, text=True, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    peak_gb = int(proc.stdout.strip().splitlines()[-1]) / 1e6
+    assert peak_gb < PEAK_LIMIT_GB, f"peak RSS {peak_gb:.2f} GB"
+    result = json.loads(out.read_text())[0]
+    assert (result["width"], result["height"]) == (SIDE, SIDE)
+    boxes = np.asarray([d["box"] for d in result["detections"]]).reshape(-1, 4)
+    assert len(boxes) and (boxes >= 0).all() and (boxes <= SIDE).all()
+
+
+def test_above_max_pixels_one_line_exit_2(huge_png, tiny_owlv2):
+    proc = subprocess.run([sys.executable, "-m", "ovdet", *detect_args(huge_png, tiny_owlv2, "--max-pixels", "399999999")],
+                          capture_output=True, text=True, env=env(), timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--max-pixels 400000000" in lines[0], proc.stderr
+
+
+def rss_gb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return 0.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the child's memory from /proc (Linux)")
+def wait_for(proc, condition, deadline):
+    while not condition(rss_gb(proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("phase", ["reading", "resizing"])
+def test_ctrl_c_during_a_huge_image_exits_130_within_5_s(huge_png, tiny_owlv2, phase):
+    """SIGINT while the PNG is decoded (the child, about 0.7 GB with torch, grows past 0.9 GB)
+    or while it is resized (decoding peaks at 4 bytes a pixel, 1.6 GB, then the packed image
+    keeps 1.2 GB: once memory has dropped back, the model loads and the resize runs)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ovdet", *detect_args(huge_png, tiny_owlv2)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        deadline = time.monotonic() + 300
+        if phase == "reading":
+            wait_for(proc, lambda gb: gb > 0.9, deadline)
+        else:
+            wait_for(proc, lambda gb: gb > 2.1, deadline)
+            wait_for(proc, lambda gb: gb < 2.05, deadline)
+            time.sleep(1.0)
+        assert proc.poll() is None, "finished before it could be interrupted"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert took < 5, f"exit took {took:.1f} s"
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_jpeg_paths_decode_reduced_and_report_original_pixels(tiny_owlv2, astronaut_path, tmp_path):
+    """The tiny OWLv2 takes 128 px: a 2000 x 1500 JPEG is decoded at 1/4 (500 x 375, >= 2 x
+    128), and its boxes come back in the photo's own pixels."""
+    photo = Image.open(astronaut_path).convert("RGB").resize((2000, 1500))
+    photo.save(tmp_path / "p.jpg", quality=95)
+    det = Detector.from_pretrained(str(tiny_owlv2), device="cpu", threshold=0.0, nms_iou=1.0, cache_text=False)
+    loaded = det.load(tmp_path / "p.jpg")
+    assert loaded.array.shape == (375, 500, 3) and loaded.size == (1500, 2000)
+    from_path = det.detect(tmp_path / "p.jpg", ["person"])
+    assert from_path.image_size == (1500, 2000)
+    assert from_path.xyxy[:, 2].max() > 1000 and (from_path.xyxy[:, 2] <= 2000).all()
+    # the model's input from the reduced decode is close to the full decode's
+    full = det.backend.preprocess([np.asarray(Image.open(tmp_path / "p.jpg"))])
+    reduced = det.backend.preprocess([loaded.array])
+    assert (full - reduced).abs().mean() < 0.02
+    # tiling needs every pixel: no draft
+    assert not Detector.from_pretrained(str(tiny_owlv2), device="cpu", cache_text=False, tile=512).load(
+        tmp_path / "p.jpg").reduced
