@@ -95,7 +95,9 @@ def load_image(image: Any) -> np.ndarray:
                 return _pil_to_array(img)
         except Image.DecompressionBombError as exc:
             raise ImageReadError(f"image too large ({exc}); ovdet reads up to {MAX_IMAGE_PIXELS:,} pixels: {path}") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
+            # ImportError: once ultralytics is imported, its patched `Image.open` answers an
+            # unidentified file by importing pi_heif (for HEIC photos), which may be missing
             raise ImageReadError(f"cannot read image {path}: {exc}") from exc
     raise ImageReadError(f"unsupported image type {type(image).__name__}: pass a path, PIL image or numpy array")
 
