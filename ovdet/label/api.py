@@ -163,9 +163,13 @@ def label(
     chunk_size = int(config.batch_size)
     if resume and store.exists():
         try:
-            chunk_size = int(json.loads(store.manifest_path.read_text(encoding="utf-8")).get("chunk_size", chunk_size))
+            stored = int(json.loads(store.manifest_path.read_text(encoding="utf-8")).get("chunk_size", chunk_size))
         except (OSError, ValueError):
-            pass
+            stored = chunk_size
+        if stored != chunk_size:
+            print(f"ovdet: resuming with the interrupted run's batches of {stored} image(s) (not {chunk_size}), "
+                  "so that every chunk is the batch it was", file=sys.stderr)
+        chunk_size = stored
     wanted = manifest(config, onto, paths, chunk_size)
     all_chunks = chunks(paths, chunk_size)
     if resume and store.exists():

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .dataset import LabelledImage
+from .dataset import SPLIT_NAMES, LabelledImage
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -37,9 +37,7 @@ def build_report(images: Sequence[LabelledImage], skipped: Mapping[str, str], cl
     options of the run (ontology, formats, split...); model: the detector config; run: engine,
     timings and counts (computed / resumed images).
     """
-    per_split: dict[str, int] = {}
-    for im in images:
-        per_split[im.split] = per_split.get(im.split, 0) + 1
+    per_split = {name: n for name in SPLIT_NAMES if (n := sum(im.split == name for im in images))}
     return {
         "images": len(images),
         "skipped": len(skipped),
