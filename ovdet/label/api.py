@@ -126,7 +126,8 @@ def label(
         split: "train=0.8,val=0.2" or {"train": 0.8, "val": 0.2}; default all train.
         seed: the split's random seed (the split depends only on it and the image set).
         review: draw this many random annotated images into DIR/review.jpg.
-        detector: a ready `Detector` for the local engine (its config must match `model`).
+        detector: a ready `Detector` (or anything with `config` and `detect_batch`) for the
+            local engine; `model`, `device` and the overrides are then ignored.
     Returns:
         The report (also written to DIR/report.json): images, skipped, boxes per class,
         score quantiles, settings, model, and the run's engine and counts.
@@ -150,8 +151,9 @@ def label(
     if "labelstudio" in fmt:
         from .exporters.labelstudio import image_url
 
-        try:
-            image_url(paths[0], labelstudio_root)
+        try:  # every path, now: finding one outside the root after hours of labelling would be late
+            for path in paths:
+                image_url(path, labelstudio_root)
         except ValueError as exc:
             raise LabelUsageError(f"--labelstudio-root: {exc}") from None
     from ..detector import resolve_config
@@ -172,38 +174,41 @@ def label(
         chunk_size = stored
     wanted = manifest(config, onto, paths, chunk_size)
     all_chunks = chunks(paths, chunk_size)
-    if resume and store.exists():
+    resuming = resume and store.exists()
+    done: dict[int, list[dict]] = {}
+    if resuming:
         store.check(wanted)
         done = store.finished(dict(all_chunks))
-    else:
+    todo = [(k, p) for k, p in all_chunks if k not in done]
+    # the local engine loads its model before anything is written: missing weights leave no
+    # half-started run behind in --out
+    work = LabelWork(config, onto, detector=detector) if engine == "local" else None
+    if work is not None and todo:
+        work.load()
+    if not resuming:
         if resume:
             print(f"ovdet: nothing to resume in {out}; starting from the first image", file=sys.stderr)
         store.start(wanted)
-        done = {}
-    todo = [(k, p) for k, p in all_chunks if k not in done]
     resumed = sum(len(r) for r in done.values())
 
     # -- run the engine on what is left -----------------------------------------------------------
     bar = _progress(len(paths), resumed, progress and len(paths) > 1)
     computed = 0
-    skipped_now = 0
 
     def finish_chunk(k: int, records: list[dict]) -> None:
-        nonlocal computed, skipped_now
+        nonlocal computed
         store.write(k, records)
         done[k] = records
         computed += len(records)
         for r in records:
             if "error" in r:
-                skipped_now += 1
                 bar.write(f"ovdet: skipping {r['path']}: {r['error']}", file=sys.stderr)
         bar.update(len(records))
 
     started = time.perf_counter()
     workers_seen: list[str] = []
     try:
-        if engine == "local":
-            work = LabelWork(config, onto, detector=detector)
+        if work is not None:
             for k, chunk_paths in todo:
                 finish_chunk(k, work(chunk_paths))
         else:

@@ -81,6 +81,10 @@ class LabelWork:
             self._detector = Detector.from_config(self.config)
         return self._detector
 
+    def load(self):
+        """Build the detector now (it is otherwise built on the first call); returns it."""
+        return self.detector
+
     def __call__(self, paths: Sequence[str]) -> list[dict]:
         from ..io import load_image
 
