@@ -65,3 +65,24 @@ def test_worker_environment(monkeypatch):
     assert local["HF_HUB_OFFLINE"] == "1"
     joined = worker_env(joining=True)  # a cluster's workers have their own installed ovdet
     assert "PYTHONPATH" not in joined and joined["HF_HUB_OFFLINE"] == "1"
+
+
+def test_worker_errors_become_one_line():
+    from ovdet.errors import WeightsNotFoundError
+    from ovdet.label.ray_engine import worker_user_error
+
+    inner = WeightsNotFoundError("no weights for owlv2-b16 on this node")
+
+    class Wrapped(RuntimeError):  # the shape of Ray's wrappers: the actor's exception as `cause`
+        def __init__(self, cause):
+            super().__init__("Traceback (most recent call last): ...")
+            self.cause = cause
+
+    try:
+        try:
+            raise Wrapped(inner)
+        except Wrapped as exc:
+            raise RuntimeError("dataset execution failed") from exc
+    except RuntimeError as outer:
+        assert worker_user_error(outer) is inner
+    assert worker_user_error(RuntimeError("a bug")) is None

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import OvdetError
+from ..errors import OvdetError, first_line
 
 # passed to the actors when the driver has them: the actors must stay as offline as the driver
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "OVDET_WEIGHTS", "OVDET_CACHE",
@@ -68,6 +68,24 @@ class LabelActor:
             out_records.append(json.dumps(self.work(json.loads(str(paths_json)))))
         return {"chunk": np.asarray(batch["chunk"]), "records": np.asarray(out_records, dtype=object),
                 "worker": np.asarray([self.where] * len(out_records), dtype=object)}
+
+
+def worker_user_error(exc: BaseException) -> BaseException | None:
+    """The `OvdetError` (missing weights on a node, bad config...) behind an exception Ray
+    raised in the driver, if any: Ray wraps an actor's exception (RayTaskError, Ray Data's
+    UserCodeException) and keeps it as `cause` or `__cause__`."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)  # RayTaskError(X) is also an X: its message is a traceback
+        if isinstance(e, OvdetError) and cause is None:
+            return e
+        todo.extend([e.__context__, e.__cause__, cause])
+    return None
 
 
 def worker_env(joining: bool) -> dict[str, str]:
@@ -116,9 +134,15 @@ def run_ray(config, ontology: dict, todo: Sequence[tuple[int, list[str]]], on_ch
             num_cpus=cpus_per_worker,
             runtime_env={"env_vars": worker_env(joining=bool(address))},
         )
-        for row in labelled.iter_rows():
-            workers_seen.add(str(row["worker"]))
-            on_chunk(int(row["chunk"]), json.loads(row["records"]))
+        try:
+            for row in labelled.iter_rows():
+                workers_seen.add(str(row["worker"]))
+                on_chunk(int(row["chunk"]), json.loads(row["records"]))
+        except Exception as exc:
+            user_error = worker_user_error(exc)
+            if user_error is None:
+                raise
+            raise OvdetError(f"ovdet: error on a Ray worker: {first_line(user_error)}") from exc
     finally:
         if started:
             ray.shutdown()
