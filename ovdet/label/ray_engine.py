@@ -123,6 +123,7 @@ def run_ray(config, ontology: dict, todo: Sequence[tuple[int, list[str]]], on_ch
         if not todo:
             return workers_seen
         rows = [{"chunk": k, "paths": json.dumps(paths)} for k, paths in todo]
+        workers = min(workers, len(rows))  # an actor without a chunk would only load a model
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(1, 4 * workers)))
         labelled = ds.map_batches(
             LabelActor,
