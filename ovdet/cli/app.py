@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, OvdetError, OvdetWarning
 from ..eval import command as eval_command
 from ..explain import command as explain_command
+from ..label import command as label_command
 from ..video import command as video_command
 from . import classify as classify_command
 from . import detect as detect_command
@@ -37,6 +38,7 @@ SUBCOMMANDS = {
     "video": video_command,
     "explain": explain_command,
     "audit": audit_command,
+    "label": label_command,
     "weights": weights_command,
 }
 

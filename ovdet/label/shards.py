@@ -1,0 +1,109 @@
+"""Finished work on disk: `DIR/.ovdet-label/` holds a manifest and one shard per chunk.
+
+    manifest.json          what decides the annotations (ontology, detector settings, image
+                           list, chunk size); a resume with other settings is refused
+    chunk-000012.jsonl     the records of chunk 12, one JSON line per image
+
+Each shard is written to a temporary file, flushed to disk and renamed into place: a shard on
+disk is complete, so a crash, Ctrl-C or SIGKILL loses at most the chunks in flight. The
+engines only produce records; the driver process alone writes shards (in Ray's case, as the
+actors' results stream back), so there is one writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import OvdetError
+from ..io import atomic_output, write_json_atomic
+
+STATE_DIR = ".ovdet-label"
+MANIFEST_FORMAT = "ovdet-label/1"
+_SHARD = re.compile(r"^chunk-(\d{6,})\.jsonl$")
+
+
+class ResumeError(OvdetError, ValueError):
+    """--resume with settings that differ from the interrupted run's."""
+
+
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+        return ", ".join(f"{key}.{k}" for k in keys)
+    return key
+
+
+class ShardStore:
+    """The shard folder of one output directory."""
+
+    def __init__(self, out: str | Path):
+        self.root = Path(out) / STATE_DIR
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def shard_path(self, chunk: int) -> Path:
+        return self.root / f"chunk-{chunk:06d}.jsonl"
+
+    def start(self, manifest: dict) -> None:
+        """A fresh run: (re)create the folder with this manifest and no shards."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for p in self.root.iterdir():
+            if _SHARD.match(p.name) or p.name.endswith(".tmp"):
+                p.unlink()
+        write_json_atomic(self.manifest_path, manifest, indent=1)
+
+    def check(self, manifest: dict) -> None:
+        """Refuse to resume when the stored manifest differs, naming what changed."""
+        try:
+            stored = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ResumeError(f"cannot resume: {self.manifest_path} is unreadable ({exc}); use --overwrite") from exc
+        if stored.get("format") != MANIFEST_FORMAT:
+            raise ResumeError(f"cannot resume: {self.manifest_path} was written by another ovdet version; use --overwrite")
+        if stored != manifest:
+            changed = [_describe_change(k, stored.get(k), manifest.get(k))
+                       for k in dict.fromkeys([*manifest, *stored]) if stored.get(k) != manifest.get(k)]
+            raise ResumeError(f"cannot resume in {self.root.parent}: the settings differ from the interrupted run's "
+                              f"({', '.join(changed)}); rerun with the same settings, or --overwrite to start over")
+
+    def finished(self, expected: dict[int, list[str]]) -> dict[int, list[dict]]:
+        """{chunk: records} of the shards on disk whose paths are exactly the chunk's.
+
+        Temporary files of a write cut short are removed; a shard that does not match its
+        chunk (should not happen: the manifest fixes the chunks) is computed again.
+        """
+        done: dict[int, list[dict]] = {}
+        if not self.root.is_dir():
+            return done
+        for p in sorted(self.root.iterdir()):
+            if p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+                continue
+            m = _SHARD.match(p.name)
+            if not m:
+                continue
+            chunk = int(m.group(1))
+            try:
+                records = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
+            except (OSError, ValueError):
+                continue
+            if chunk in expected and [r.get("path") for r in records] == expected[chunk]:
+                done[chunk] = records
+        return done
+
+    def write(self, chunk: int, records: list[dict]) -> None:
+        """One shard, atomically and durably (fsync before the rename)."""
+        with atomic_output(self.shard_path(chunk)) as tmp:
+            with open(tmp, "x", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in records))
+                fh.flush()
+                os.fsync(fh.fileno())

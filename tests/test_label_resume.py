@@ -1,0 +1,136 @@
+"""`ovdet label`: bad input (one line, exit 2), nothing overwritten by accident, and resume after
+a SIGKILL giving exactly the uninterrupted run's annotations without recomputing images."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ovdet.cli.app import main
+from ovdet.detector import Detector
+from ovdet.label import label
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def images(shared_data) -> list[str]:
+    return sorted(str(p) for p in (shared_data / "coco8" / "images").glob("*/*.jpg"))
+
+
+def _one_line_exit_2(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_input_one_line_exit_2(tmp_path, images, tiny_owlv2, capsys):
+    src = images[0]
+    out = str(tmp_path / "out")
+    base = ["label", src, "--out", out, "--model", str(tiny_owlv2)]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    assert "empty ontology" in _one_line_exit_2(capsys, base + ["--ontology", str(empty)])
+    no_prompts = tmp_path / "np.yaml"
+    no_prompts.write_text("car: [car]\nperson: []\n")
+    assert "'person' has no prompts" in _one_line_exit_2(capsys, base + ["--ontology", str(no_prompts)])
+    assert "unknown format 'tfrecord'" in _one_line_exit_2(capsys, base + ["--classes", "car", "--format", "coco,tfrecord"])
+    assert "sum to 0.9" in _one_line_exit_2(capsys, base + ["--classes", "car", "--split", "train=0.7,val=0.2"])
+    assert "--resume" in _one_line_exit_2(capsys, base + ["--classes", "car", "--resume", "--overwrite"])
+    assert not Path(out).exists()  # nothing written for any of these
+    Path(out).mkdir()
+    (Path(out) / "precious.txt").write_text("keep me")
+    err = _one_line_exit_2(capsys, base + ["--classes", "car"])
+    assert "not empty" in err and "--overwrite" in err
+    assert "holds no ovdet label run" in _one_line_exit_2(capsys, base + ["--classes", "car", "--resume"])
+    assert (Path(out) / "precious.txt").read_text() == "keep me"
+    assert "image source not found" in _one_line_exit_2(
+        capsys, ["label", str(tmp_path / "nope"), "--out", str(tmp_path / "o2"), "--classes", "car"])
+
+
+def _coco_annotations(out: Path) -> list[dict]:
+    return json.loads((out / "coco" / "train.json").read_text())["annotations"]
+
+
+SLOW_RUN = """
+import sys, time
+from ovdet.detector import Detector
+original = Detector.detect_batch
+def slow(self, *args, **kwargs):
+    time.sleep(0.5)  # so that the test can kill the run part-way
+    return original(self, *args, **kwargs)
+Detector.detect_batch = slow
+from ovdet.cli.app import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_then_resume(tmp_path, images, tiny_owlv2, monkeypatch):
+    common = dict(model=tiny_owlv2, threshold=0.2, batch_size=1, progress=False)
+    onto = {"car": ["car", "automobile"], "person": ["person"]}
+    reference = label(images, onto, tmp_path / "ref", formats="coco,yolo", **common)
+
+    out = tmp_path / "killed"
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_RUN)
+    onto_file = tmp_path / "onto.yaml"
+    onto_file.write_text("car: [car, automobile]\nperson: [person]\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script), "label", *images, "--out", str(out), "--ontology",
+                             str(onto_file), "--model", str(tiny_owlv2), "--threshold", "0.2", "--batch-size", "1",
+                             "--format", "coco,yolo"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / ".ovdet-label"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(state.glob("chunk-*.jsonl"))) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(state.glob("chunk-*.jsonl")))
+    assert 3 <= finished < len(images), "the run was not killed part-way"
+    assert not (out / "coco").exists() and not (out / "report.json").exists()  # export only when all are done
+
+    # a resume with other detection settings is refused, naming the difference
+    with pytest.raises(Exception, match=r"settings differ .*detector\.threshold"):
+        label(images, onto, out, formats="coco,yolo", resume=True, **{**common, "threshold": 0.3})
+
+    seen = []
+    original = Detector.detect_batch
+
+    def counting(self, imgs, *args, **kwargs):
+        seen.append(len(imgs))
+        return original(self, imgs, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "detect_batch", counting)
+    resumed = label(images, onto, out, formats="coco,yolo", resume=True, **common)
+    assert sum(seen) == len(images) - finished  # finished images are not recomputed
+    assert resumed["run"]["resumed"] == finished and resumed["run"]["computed"] == len(images) - finished
+    assert _coco_annotations(out) == _coco_annotations(tmp_path / "ref")
+    for p in (tmp_path / "ref" / "yolo" / "labels" / "train").iterdir():
+        assert (out / "yolo" / "labels" / "train" / p.name).read_text() == p.read_text()
+    assert resumed["classes"] == reference["classes"]
+
+    # resuming a finished run only re-exports (here with another format and a split)
+    seen.clear()
+    again = label(images, onto, out, formats="voc", split="train=0.75,val=0.25", resume=True, **common)
+    assert seen == [] and again["run"]["resumed"] == len(images)
+    assert (out / "voc" / "ImageSets" / "Main" / "val.txt").read_text().count("\n") == 2
+
+
+def test_overwrite_replaces_only_ovdet_outputs(tmp_path, images, tiny_owlv2):
+    out = tmp_path / "out"
+    label(images[:2], "car", out, formats="coco", model=tiny_owlv2, progress=False)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="not empty"):
+        label(images[:2], "car", out, formats="coco", model=tiny_owlv2, progress=False)
+    report = label(images[:1], "car", out, formats="yolo", model=tiny_owlv2, progress=False, overwrite=True)
+    assert report["images"] == 1
+    assert not (out / "coco").exists() and (out / "yolo").is_dir()
+    assert (out / "notes.txt").read_text() == "mine"
