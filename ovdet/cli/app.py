@@ -15,6 +15,7 @@ import traceback
 from typing import Sequence
 
 from ..audit import command as audit_command
+from ..calibrate import command as calibrate_command
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, OvdetError
 from ..eval import command as eval_command
 from ..explain import command as explain_command
@@ -32,6 +33,7 @@ SUBCOMMANDS = {
     "video": video_command,
     "explain": explain_command,
     "audit": audit_command,
+    "calibrate": calibrate_command,
     "weights": weights_command,
 }
 
