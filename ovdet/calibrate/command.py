@@ -191,8 +191,6 @@ def _identity_for_results(args: argparse.Namespace):
     from ..text import resolve_templates
 
     if args.model is None:
-        print("ovdet: no --model given: the calibration records no model identity, so detectors cannot check "
-              "that it is theirs", file=sys.stderr)
         return None, None
     config = _config(args, args.model)
     return config, resolve_templates(config.templates)
@@ -252,6 +250,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ovdet: warning: no threshold reaches {target} for {len(missed)} fit(s) ({', '.join(missed[:6])}"
               f"{', ...' if len(missed) > 6 else ''}): their thresholds are the most precise points "
               "(target_reached: false in the file)", file=sys.stderr)
+    if config is None:
+        print("ovdet: no --model given: the calibration records no model identity, so detectors cannot check "
+              "that it is theirs", file=sys.stderr)
     print(f"ovdet: calibration in {out}", file=sys.stderr)
     if args.plots is not None:
         reliability = plot_reliability(outcome.examples, cal, outcome.cv, args.plots)

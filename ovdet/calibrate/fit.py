@@ -157,7 +157,14 @@ def fit_platt(scores: np.ndarray, labels: np.ndarray) -> Platt:
         r = sigmoid(u) - t  # d NLL / d u
         return _nll(u, t), np.array([np.mean(r * z), np.mean(r)])
 
-    res = minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    def hessian(params: np.ndarray) -> np.ndarray:
+        q = sigmoid(params[0] * z + params[1])
+        w = q * (1.0 - q)
+        return np.array([[np.mean(w * z * z), np.mean(w * z)], [np.mean(w * z), np.mean(w)]])
+
+    # convex in (a, b) with an exact Hessian: a trust-region Newton method converges in a few
+    # steps (L-BFGS-B took 10x longer per fit here, which counts with a fit per class and fold)
+    res = minimize(loss, x0=np.array([1.0, 0.0]), jac=True, hess=hessian, method="trust-exact")
     return Platt(float(res.x[0]), float(res.x[1]))
 
 
