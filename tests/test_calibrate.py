@@ -319,3 +319,29 @@ def test_zero_scores_stay_zero():
     cal = Calibration(method="platt", target="f1", shared=Platt(1.0, 3.0), shared_threshold=0.5, classes={})
     out = cal.apply_matrix(np.array([[0.0, 0.2], [0.5, 0.0]]), ["a", "b"])
     assert out[0, 0] == 0.0 and out[1, 1] == 0.0 and out[0, 1] > 0.2
+
+
+def test_lvis_federated_rules(tmp_path):
+    """Unverified classes are ignored; unmatched detections of a not-exhaustive class too."""
+    box = {"area": 2500, "iscrowd": 0}
+    ann = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 200, "neg_category_ids": [2],
+                    "not_exhaustive_category_ids": [3]}],
+        "categories": [{"id": i, "name": n, "frequency": "f"} for i, n in enumerate(["a", "b", "c", "d"], 1)],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], **box},
+                        {"id": 2, "image_id": 1, "category_id": 3, "bbox": [100, 100, 50, 50], **box}],
+    }
+    path = tmp_path / "lvis.json"
+    path.write_text(json.dumps(ann))
+    dataset = load_dataset(path)
+    assert dataset.kind == "lvis"
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9},   # TP
+        {"image_id": 1, "category_id": 2, "bbox": [10, 10, 50, 50], "score": 0.8},   # verified absent: FP
+        {"image_id": 1, "category_id": 3, "bbox": [100, 100, 50, 50], "score": 0.7},  # TP
+        {"image_id": 1, "category_id": 3, "bbox": [0, 100, 50, 50], "score": 0.6},   # not exhaustive: ignored
+        {"image_id": 1, "category_id": 4, "bbox": [10, 10, 50, 50], "score": 0.5},   # unverified: ignored
+    ]
+    m = match_results(dataset, results)
+    assert m.tp.tolist() == [True, False, True, False, False]
+    assert m.ignored.tolist() == [False, False, False, True, True]
