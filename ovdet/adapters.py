@@ -16,6 +16,8 @@ def to_supervision(dets: Detections):
     data: dict[str, Any] = {"class_name": np.array(dets.labels, dtype=object)}
     if dets.raw_scores is not None:
         data["raw_score"] = dets.raw_scores
+    if "uncalibrated_score" in dets.extra:
+        data["uncalibrated_score"] = dets.extra["uncalibrated_score"]
     return sv.Detections(
         xyxy=dets.xyxy.copy(),
         confidence=dets.scores.copy(),

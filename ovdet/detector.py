@@ -173,8 +173,7 @@ class Detector:
             warnings.warn(f"calibration {cal.path}: no fit for {', '.join(map(repr, new[:5]))}"
                           f"{' ...' if len(new) > 5 else ''}; using its shared calibration and threshold",
                           stacklevel=4)
-        calibrated = cal.apply_matrix(scores.float().cpu().numpy(), names)
-        return torch.from_numpy(calibrated).to(device=scores.device, dtype=torch.float32)
+        return cal.apply_tensor(scores, names)
 
     # -- detection ----------------------------------------------------------------------------
     def detect(

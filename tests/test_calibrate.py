@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ovdet.calibrate.calibration_file import CalibrationError, load_calibration, weights_fingerprint
-from ovdet.calibrate.fit import Platt
+from ovdet.calibrate.fit import Isotonic, Platt
 from ovdet.calibrate.matching import match_results
 from ovdet.calibrate.pipeline import CalibrationDataError, calibrate_results
 from ovdet.calibrate.thresholds import Target
@@ -313,12 +313,24 @@ def test_calibration_file_round_trip_and_malformed(fitted_on_images, tmp_path):
         load_calibration(tmp_path / "missing.yaml")
 
 
-def test_zero_scores_stay_zero():
-    from ovdet.calibrate.calibration_file import Calibration
+@pytest.mark.parametrize("own", [Platt(2.0, -0.5), Isotonic((0.1, 0.4, 0.8), (0.05, 0.3, 0.9))])
+def test_tensor_application_equals_numpy_and_keeps_zeros(own):
+    """The detector's torch path (one broadcast op, or isotonic by searchsorted) gives the
+    numpy maps' values, per class, and leaves ruled-out (zero) scores at zero."""
+    import torch
 
-    cal = Calibration(method="platt", target="f1", shared=Platt(1.0, 3.0), shared_threshold=0.5, classes={})
-    out = cal.apply_matrix(np.array([[0.0, 0.2], [0.5, 0.0]]), ["a", "b"])
-    assert out[0, 0] == 0.0 and out[1, 1] == 0.0 and out[0, 1] > 0.2
+    from ovdet.calibrate.calibration_file import Calibration, ClassEntry
+
+    shared = Platt(1.0, 3.0) if isinstance(own, Platt) else Isotonic((0.2, 0.6), (0.1, 0.5))
+    cal = Calibration(method=own.method, target="f1", shared=shared, shared_threshold=0.5,
+                      classes={"a": ClassEntry("a", 0.3, "class", own), "b": ClassEntry("b", 0.5)})
+    scores = np.random.default_rng(0).random((50, 3)).astype(np.float32)
+    scores[:5] = 0.0
+    out = cal.apply_tensor(torch.from_numpy(scores), ["A", "b", "unknown"]).numpy()
+    np.testing.assert_allclose(out[5:, 0], own(scores[5:, 0]), atol=1e-5)
+    for c in (1, 2):
+        np.testing.assert_allclose(out[5:, c], shared(scores[5:, c]), atol=1e-5)
+    assert (out[:5] == 0).all()
 
 
 def test_lvis_federated_rules(tmp_path):

@@ -95,6 +95,22 @@ def test_platt_stays_finite_on_separable_data():
     assert 0.0 < p.min() and p.max() < 1.0  # smoothed targets: no probability of exactly 0 or 1
 
 
+def test_torch_interpolation_equals_numpy():
+    """The isotonic map as applied on GPUs (torch.searchsorted) equals np.interp, knots and
+    values outside the fitted range included."""
+    import torch
+
+    from ovdet.calibrate.fit import interp_tensor
+
+    rng = np.random.default_rng(2)
+    for k in (1, 2, 57):
+        x = np.unique(rng.random(k) ** 3)
+        y = np.sort(rng.random(len(x)))
+        s = np.r_[rng.random(5000), x, 0.0, 1.0].astype(np.float32)
+        got = interp_tensor(torch.from_numpy(s), x.tolist(), y.tolist()).numpy()
+        np.testing.assert_allclose(got, np.interp(s.astype(np.float64), x, y), atol=1e-6)
+
+
 def test_calibrators_round_trip_through_dicts():
     for calibrator in (Temperature(1.7), Platt(0.4, -0.3), Isotonic((0.1, 0.5, 0.9), (0.0, 0.25, 0.8))):
         again = from_dict(calibrator.to_dict())

@@ -31,7 +31,7 @@ import yaml
 
 from ..errors import OvdetError
 from ..io import atomic_output
-from .fit import Calibrator, from_dict
+from .fit import Calibrator, from_dict, linear_tensor
 
 FORMAT = "ovdet-calibration/1"
 # DetectorConfig keys that change what a score means for the same checkpoint
@@ -122,14 +122,15 @@ class Calibration:
     fitted: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    by_key: dict[str, ClassEntry] = field(init=False, repr=False, compare=False)  # casefolded names
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_key", {n.casefold(): e for n, e in self.classes.items()})
 
     # -- lookup ---------------------------------------------------------------------------------
     def entry(self, name: str) -> ClassEntry | None:
-        key = name.casefold()
-        for entry_name, entry in self.classes.items():
-            if entry_name.casefold() == key:
-                return entry
-        return None
+        """The class's entry (case-insensitive), None when the file has no such class."""
+        return self.by_key.get(name.casefold())
 
     def calibrator_for(self, name: str) -> Calibrator:
         entry = self.entry(name)
@@ -157,15 +158,31 @@ class Calibration:
             out[rows] = self.calibrator_for(name)(s[rows])
         return out
 
-    def apply_matrix(self, scores: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-        """(P, C) scores of P boxes for C classes -> (P, C) calibrated. Zero stays zero: the
-        detector zeroes boxes it rules out (negatives, empty boxes), and a calibration (isotonic
-        in particular) may map the lowest scores above a display threshold."""
-        s = np.asarray(scores, dtype=np.float64)
-        out = np.zeros_like(s)
-        for c, name in enumerate(class_names):
-            out[:, c] = self.calibrator_for(name)(s[:, c])
-        return np.where(s > 0, out, 0.0)
+    def apply_tensor(self, scores, class_names: Sequence[str]):
+        """(P, C) torch scores of P boxes for C classes -> (P, C) calibrated, on their device.
+
+        Temperature and Platt maps of all classes run as one broadcast op with per-class
+        parameters; isotonic runs once over every class on the shared map, then per own-fit
+        class (a 3,600 x 1,203 OWLv2 x LVIS matrix column by column in numpy took 0.6-1.1 s).
+        Zero stays zero: the detector zeroes boxes it rules out (negatives, empty boxes), and a
+        calibration (isotonic in particular) may map the lowest scores above a threshold.
+        """
+        import torch
+
+        s = scores.float()
+        calibrators = [self.calibrator_for(n) for n in class_names]
+        if all(hasattr(c, "linear") for c in calibrators):
+            a, b = (torch.tensor(v, dtype=s.dtype, device=s.device) for v in zip(*(c.linear() for c in calibrators)))
+            out = linear_tensor(s, a, b)
+        else:
+            out = torch.empty_like(s)
+            shared = [i for i, c in enumerate(calibrators) if c is self.shared]
+            if shared:
+                out[:, shared] = self.shared.apply_tensor(s[:, shared])
+            for i, c in enumerate(calibrators):
+                if c is not self.shared:
+                    out[:, i] = c.apply_tensor(s[:, i])
+        return torch.where(s > 0, out, torch.zeros_like(out))
 
     # -- checks ---------------------------------------------------------------------------------
     def check_model(self, identity: Mapping[str, Any], templates: Sequence[str]) -> None:

@@ -15,7 +15,7 @@ on every image without importing scipy).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -33,6 +33,9 @@ class Calibrator(Protocol):
 
     def to_dict(self) -> dict:
         """Parameters for the calibration YAML (plain floats and lists)."""
+
+    def apply_tensor(self, scores):
+        """The same map on a torch tensor of any shape, on its device and in its dtype."""
 
 
 def logit(scores: np.ndarray) -> np.ndarray:
@@ -53,6 +56,13 @@ class Temperature:
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         return sigmoid(logit(scores) / self.temperature)
 
+    def linear(self) -> tuple[float, float]:
+        """(a, b) with p = sigmoid(a * logit(s) + b)."""
+        return 1.0 / self.temperature, 0.0
+
+    def apply_tensor(self, scores):
+        return linear_tensor(scores, *self.linear())
+
     def to_dict(self) -> dict:
         return {"method": self.method, "temperature": float(self.temperature)}
 
@@ -65,6 +75,12 @@ class Platt:
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         return sigmoid(self.a * logit(scores) + self.b)
+
+    def linear(self) -> tuple[float, float]:
+        return self.a, self.b
+
+    def apply_tensor(self, scores):
+        return linear_tensor(scores, *self.linear())
 
     def to_dict(self) -> dict:
         return {"method": self.method, "a": float(self.a), "b": float(self.b)}
@@ -83,9 +99,42 @@ class Isotonic:
         s = np.asarray(scores, dtype=np.float64)
         return np.interp(s, self.x, self.y)
 
+    def apply_tensor(self, scores):
+        """np.interp's semantics on a tensor: np.interp itself on a CPU (measured faster than
+        torch.searchsorted plus gathers there), torch.searchsorted on other devices."""
+        import torch
+
+        if scores.device.type == "cpu":
+            values = self(scores.detach().numpy())
+            return torch.from_numpy(values).to(scores.dtype)
+        return interp_tensor(scores, self.x, self.y)
+
     def to_dict(self) -> dict:
-        return {"method": self.method, "x": [round(float(v), 6) for v in self.x],
-                "y": [round(float(v), 6) for v in self.y]}
+        # x at full precision: rounding could merge two close knots into a vertical step
+        return {"method": self.method, "x": [float(v) for v in self.x], "y": [round(float(v), 6) for v in self.y]}
+
+
+def interp_tensor(scores, x: Sequence[float], y: Sequence[float]):
+    """np.interp(scores, x, y) in torch, on the scores' device (x strictly increasing). In
+    float64: close knots make steep segments, where float32 knots would move values by 1e-4."""
+    import torch
+
+    xt = torch.tensor(x, dtype=torch.float64, device=scores.device)
+    yt = torch.tensor(y, dtype=torch.float64, device=scores.device)
+    if len(xt) == 1:
+        return torch.full_like(scores, float(yt[0]))
+    s = scores.double().clamp(float(xt[0]), float(xt[-1])).contiguous()
+    i = torch.searchsorted(xt, s, right=True).clamp(1, len(xt) - 1)
+    x0, x1, y0, y1 = xt[i - 1], xt[i], yt[i - 1], yt[i]
+    return (y0 + (s - x0) / (x1 - x0) * (y1 - y0)).to(scores.dtype)
+
+
+def linear_tensor(scores, a, b):
+    """sigmoid(a * logit(s) + b) in torch; `a`, `b` floats or tensors broadcasting against s
+    (e.g. (C,) per-class parameters for (P, C) scores)."""
+    import torch
+
+    return torch.sigmoid(a * torch.logit(scores, eps=EPS) + b)
 
 
 def from_dict(data: dict) -> Calibrator:
@@ -104,8 +153,8 @@ def from_dict(data: dict) -> Calibrator:
             y = tuple(float(v) for v in data["y"])
             if not x or len(x) != len(y):
                 raise ValueError("isotonic needs equally long, non-empty x and y lists")
-            if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
-                raise ValueError("isotonic x and y must be non-decreasing")
+            if np.any(np.diff(x) <= 0) or np.any(np.diff(y) < 0):
+                raise ValueError("isotonic x must be strictly increasing and y non-decreasing")
             return Isotonic(x, y)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{method} calibration lacks its parameters ({exc})") from None
