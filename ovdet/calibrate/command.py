@@ -228,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         results, image_ids, skipped, config, templates, run_info = _run_model(args, dataset, categories, names)
         source = run_info["results_file"]
 
+    print(f"ovdet: matching {len(results)} detection(s) to the ground truth (pycocotools), fitting {args.method}"
+          + (f" with {args.folds}-fold cross-validation" if args.folds >= 2 else ""), file=sys.stderr)
     outcome = calibrate_results(
         dataset, results, method=args.method, target=target, names_by_id={c["id"]: n for c, n in zip(categories, names)},
         image_ids=image_ids, iou=args.iou, min_examples=args.min_examples, folds=args.folds, seed=args.seed,
