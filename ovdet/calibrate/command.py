@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.dataset import load_dataset, load_results
     from ..eval.runner import prompt_name
     from .calibration_file import model_identity
-    from .pipeline import calibrate_results
+    from .pipeline import CalibrationDataError, calibrate_results
     from .report import format_report, plot_pr_curves, plot_reliability
 
     dataset = load_dataset(args.annotations)
@@ -221,6 +221,11 @@ def run(args: argparse.Namespace) -> int:
     if args.results is not None:
         results = load_results(args.results, dataset)
         image_ids = dataset.image_ids
+        covered = len({det["image_id"] for det in results})
+        if results and covered < len(image_ids):
+            # as in eval: standard semantics, but a results file of a --limit run lowers recall
+            print(f"ovdet: {args.results} has detections on {covered} of the {len(image_ids)} annotated images; "
+                  "objects on the others count as missed (recall)", file=sys.stderr)
         config, templates = _identity_for_results(args)
         run_info = {"results_file": str(args.results)}
         source = str(args.results)
@@ -228,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
         results, image_ids, skipped, config, templates, run_info = _run_model(args, dataset, categories, names)
         source = run_info["results_file"]
 
+    wanted = {c["id"] for c in categories}
+    if not any(det["category_id"] in wanted for det in results):
+        raise CalibrationDataError(f"{source} has no detections of the {len(wanted)} calibrated class(es): "
+                                   "nothing to calibrate")
     print(f"ovdet: matching {len(results)} detection(s) to the ground truth (pycocotools), fitting {args.method}"
           + (f" with {args.folds}-fold cross-validation" if args.folds >= 2 else ""), file=sys.stderr)
     outcome = calibrate_results(
@@ -291,8 +300,8 @@ def _apply(args: argparse.Namespace) -> int:
     out = args.out or args.results.with_name(args.results.stem + "_calibrated.json")
     write_json_atomic(out, out_results)
     if unknown:
-        print(f"ovdet: {unknown} detection(s) of categories {args.apply} has no entry for got the shared calibration",
-              file=sys.stderr)
+        print(f"ovdet: {unknown} detection(s) are of categories {args.apply} has no entry for: they got its shared "
+              "calibration", file=sys.stderr)
     print(f"ovdet: {len(out_results)} detection(s) calibrated ({cal.method}); results in {out} "
           "(original scores in raw_score)", file=sys.stderr)
     return EXIT_OK
