@@ -64,6 +64,21 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
     return load_config(text, **overrides)  # raises "unknown preset ..." with suggestions
 
 
+def _checked_calibration(config: DetectorConfig, templates: Sequence[str]):
+    """The config's calibration file (None when it names none), checked against the model and
+    templates it was fitted for (`CalibrationError` otherwise)."""
+    if not config.calibration:
+        return None
+    from .calibrate.calibration_file import load_calibration, model_identity
+
+    calibration = load_calibration(config.calibration)
+    calibration.check_model(model_identity(config), templates)
+    if calibration.model is None:
+        warnings.warn(f"{config.calibration} records no model (fitted on a results file without --model): "
+                      "ovdet cannot check that it belongs to this detector", stacklevel=4)
+    return calibration
+
+
 class Detector:
     """Open-vocabulary detector: images + class names -> `Detections`.
 
@@ -71,38 +86,29 @@ class Detector:
     are the ways to build one from names and files.
     """
 
-    def __init__(self, backend: Backend, config: DetectorConfig, text_cache: TextEmbeddingCache | None = None):
+    def __init__(self, backend: Backend, config: DetectorConfig, text_cache: TextEmbeddingCache | None = None,
+                 calibration=None):
         self.backend = backend
         self.config = config
         self.templates = resolve_templates(config.templates)
         self.class_thresholds = load_class_thresholds(config.class_thresholds) if config.class_thresholds else {}
         self._warned: set = set()  # unknown class-threshold names and uncalibrated classes, reported once
-        self.calibration = self._load_calibration(config)
+        # `calibration`: an already checked `ovdet.calibrate.calibration_file.Calibration`
+        self.calibration = calibration if calibration is not None else _checked_calibration(config, self.templates)
         cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
         # resolved through the backend at call time, so tests and tools may wrap encode_text
         self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache)
-
-    def _load_calibration(self, config: DetectorConfig):
-        """The config's calibration file, checked against this model and its templates."""
-        if not config.calibration:
-            return None
-        from .calibrate.calibration_file import load_calibration, model_identity
-
-        calibration = load_calibration(config.calibration)
-        calibration.check_model(model_identity(config), self.templates)
-        if calibration.model is None:
-            warnings.warn(f"{config.calibration} records no model (fitted on a results file without --model): "
-                          "ovdet cannot check that it belongs to this detector", stacklevel=3)
-        return calibration
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: DetectorConfig) -> "Detector":
         if config.backend not in BUILDERS:
             raise ConfigError(f"unknown backend {config.backend!r} (available: {', '.join(BUILDERS)})")
+        # a calibration file for another model fails now, not after loading the weights
+        calibration = _checked_calibration(config, resolve_templates(config.templates))
         device = resolve_device(config.device)
         dtype = resolve_precision(config.precision, device)
-        return cls(BUILDERS[config.backend](config, device, dtype), config)
+        return cls(BUILDERS[config.backend](config, device, dtype), config, calibration=calibration)
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "owlv2-b16", device: str | None = None, **overrides: Any) -> "Detector":

@@ -357,3 +357,17 @@ def test_lvis_federated_rules(tmp_path):
     m = match_results(dataset, results)
     assert m.tp.tolist() == [True, False, True, False, False]
     assert m.ignored.tolist() == [False, False, False, True, True]
+
+
+def test_refusal_comes_before_loading_the_weights(fitted_on_images, tiny_owlvit, monkeypatch):
+    from ovdet import Detector
+    from ovdet.backends import BUILDERS
+    from ovdet.detector import resolve_config
+
+    def never(*args):
+        raise AssertionError("the weights were loaded before the calibration was checked")
+
+    monkeypatch.setitem(BUILDERS, "owl", never)
+    config = resolve_config(str(tiny_owlvit), calibration=str(fitted_on_images), device="cpu")
+    with pytest.raises(CalibrationError, match="fitted for model"):
+        Detector.from_config(config)
