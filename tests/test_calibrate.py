@@ -371,3 +371,25 @@ def test_refusal_comes_before_loading_the_weights(fitted_on_images, tiny_owlvit,
     config = resolve_config(str(tiny_owlvit), calibration=str(fitted_on_images), device="cpu")
     with pytest.raises(CalibrationError, match="fitted for model"):
         Detector.from_config(config)
+
+
+def test_eval_scores_calibrated_detections_without_thresholds(fitted_on_images, tiny_owlv2, shared_data, tmp_path,
+                                                              capsys):
+    base = ["eval", "--images", str(shared_data / "coco-mini-val" / "images"), "--annotations",
+            str(coco_mini(shared_data)), "--model", str(tiny_owlv2), "--limit", "2", "--no-progress"]
+    assert main(base + ["--results-out", str(tmp_path / "plain.json")]) == 0
+    with pytest.warns(UserWarning, match="shared calibration"):  # 78 COCO classes the file lacks
+        assert main(base + ["--results-out", str(tmp_path / "cal.json"), "--calibration", str(fitted_on_images)]) == 0
+    capsys.readouterr()
+    cal = load_calibration(fitted_on_images)
+    names = load_dataset(coco_mini(shared_data)).category_names()
+    key = lambda d: (d["image_id"], d["category_id"], tuple(d["bbox"]))  # noqa: E731
+    plain = {key(d): d["score"] for d in json.loads((tmp_path / "plain.json").read_text())}
+    calibrated = json.loads((tmp_path / "cal.json").read_text())
+    common = [d for d in calibrated if key(d) in plain]
+    assert len(common) > 20
+    for d in common:
+        expected = cal.calibrator_for(names[d["category_id"]])(np.array([plain[key(d)]]))[0]
+        assert d["score"] == pytest.approx(expected, abs=2e-4)
+    # AP ranks everything: the file's thresholds were not applied
+    assert any(d["score"] <= cal.threshold_for(names[d["category_id"]]) for d in calibrated)
