@@ -43,7 +43,8 @@ def to_coco_results(
 def to_records(dets: Detections) -> list[dict]:
     """The JSON schema of `ovdet detect`: [{"box": [x1, y1, x2, y2], "score", "class_id",
     "class_name"}], plus "raw_score" (the logit or cosine similarity behind the score) when the
-    detections carry one and "track_id" when tracked."""
+    detections carry one, "uncalibrated_score" (the score before a calibration file mapped it)
+    when one was applied, and "track_id" when tracked."""
     records = []
     for i, ((x1, y1, x2, y2), score, cid) in enumerate(
         zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist())
@@ -56,6 +57,8 @@ def to_records(dets: Detections) -> list[dict]:
         }
         if dets.raw_scores is not None:
             rec["raw_score"] = round(float(dets.raw_scores[i]), 5)
+        if "uncalibrated_score" in dets.extra:
+            rec["uncalibrated_score"] = round(float(dets.extra["uncalibrated_score"][i]), 5)
         if dets.tracker_ids is not None:
             rec["track_id"] = int(dets.tracker_ids[i])
         records.append(rec)

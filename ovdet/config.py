@@ -46,6 +46,12 @@ class DetectorConfig:
         weights: hub id (e.g. "google/owlv2-base-patch16-ensemble"), local folder or file.
         threshold: keep detections with score strictly above this (scores are in [0, 1]).
         class_thresholds: optional YAML file {class name: threshold} overriding `threshold`.
+        calibration: optional calibration YAML written by `ovdet calibrate`: scores become
+            calibrated probabilities of a true positive (`raw_scores` unchanged) and each class
+            gets the file's threshold (a `class_thresholds` entry still wins). Refused for a
+            model, scoring or templates other than those it was fitted for.
+        calibration_thresholds: use the calibration file's per-class thresholds (False: only
+            its scores, cut by `threshold`; `ovdet eval` does this, as AP ranks everything).
         nms_iou: class-aware NMS IoU; 1.0 disables NMS.
         class_agnostic_nms: suppress overlapping boxes across classes too.
         max_detections: most detections returned per image.
@@ -108,6 +114,8 @@ class DetectorConfig:
     weights: str = ""
     threshold: float = 0.1
     class_thresholds: str = ""
+    calibration: str = ""
+    calibration_thresholds: bool = True
     nms_iou: float = 0.5
     class_agnostic_nms: bool = False
     max_detections: int = 100

@@ -66,6 +66,21 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
     return load_config(text, **overrides)  # raises "unknown preset ..." with suggestions
 
 
+def _checked_calibration(config: DetectorConfig, templates: Sequence[str]):
+    """The config's calibration file (None when it names none), checked against the model and
+    templates it was fitted for (`CalibrationError` otherwise)."""
+    if not config.calibration:
+        return None
+    from .calibrate.calibration_file import load_calibration, model_identity
+
+    calibration = load_calibration(config.calibration)
+    calibration.check_model(model_identity(config), templates)
+    if calibration.model is None:
+        warnings.warn(f"{config.calibration} records no model (fitted on a results file without --model): "
+                      "ovdet cannot check that it belongs to this detector", stacklevel=4)
+    return calibration
+
+
 class Detector:
     """Open-vocabulary detector: images + class names -> `Detections`.
 
@@ -73,12 +88,15 @@ class Detector:
     are the ways to build one from names and files.
     """
 
-    def __init__(self, backend: Backend, config: DetectorConfig, text_cache: TextEmbeddingCache | None = None):
+    def __init__(self, backend: Backend, config: DetectorConfig, text_cache: TextEmbeddingCache | None = None,
+                 calibration=None):
         self.backend = backend
         self.config = config
         self.templates = resolve_templates(config.templates)
         self.class_thresholds = load_class_thresholds(config.class_thresholds) if config.class_thresholds else {}
-        self._warned: set[str] = set()  # class-threshold names already reported as unknown
+        self._warned: set = set()  # unknown class-threshold names and uncalibrated classes, reported once
+        # `calibration`: an already checked `ovdet.calibrate.calibration_file.Calibration`
+        self.calibration = calibration if calibration is not None else _checked_calibration(config, self.templates)
         cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
         # resolved through the backend at call time, so tests and tools may wrap encode_text
         self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache)
@@ -88,9 +106,11 @@ class Detector:
     def from_config(cls, config: DetectorConfig) -> "Detector":
         if config.backend not in BUILDERS:
             raise ConfigError(f"unknown backend {config.backend!r} (available: {', '.join(BUILDERS)})")
+        # a calibration file for another model fails now, not after loading the weights
+        calibration = _checked_calibration(config, resolve_templates(config.templates))
         device = resolve_device(config.device)
         dtype = resolve_precision(config.precision, device)
-        return cls(BUILDERS[config.backend](config, device, dtype), config)
+        return cls(BUILDERS[config.backend](config, device, dtype), config, calibration=calibration)
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "owlv2-b16", device: str | None = None, **overrides: Any) -> "Detector":
@@ -124,17 +144,23 @@ class Detector:
         return names, negs
 
     def _thresholds(self, names: Sequence[str], threshold: float | None) -> float | torch.Tensor:
-        """The global threshold, or a (C,) tensor when per-class thresholds are configured.
+        """The global threshold, or a (C,) tensor when per-class thresholds apply.
 
-        Class names match case-insensitively (as duplicates are judged); names in the file
-        that are not in this vocabulary are reported once, with the closest class name, since
-        a typo would otherwise silently fall back to the global threshold."""
+        Per class, in order of precedence: `class_thresholds`; the calibration file's threshold
+        (unless `threshold` is passed to the call or `calibration_thresholds` is off); the
+        global one. Class names match case-insensitively (as duplicates are judged); names in
+        the class-thresholds file that are not in this vocabulary are reported once, with the
+        closest class name, since a typo would otherwise silently fall back to the global
+        threshold."""
         thr = self.config.threshold if threshold is None else float(threshold)
         if not 0.0 <= thr <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {thr}")
-        if not self.class_thresholds:
+        per_class: dict[str, float] = {}
+        if self.calibration is not None and self.config.calibration_thresholds and threshold is None:
+            per_class = {n.casefold(): self.calibration.threshold_for(n) for n in names}
+        if not self.class_thresholds and not per_class:
             return thr
-        by_key = {k.casefold(): v for k, v in self.class_thresholds.items()}
+        per_class.update({k.casefold(): v for k, v in self.class_thresholds.items()})
         vocab = {n.casefold(): n for n in names}
         unknown = [k for k in self.class_thresholds if k.casefold() not in vocab and k not in self._warned]
         for key in unknown:
@@ -143,7 +169,19 @@ class Detector:
             hint = f" (did you mean {vocab[close[0]]!r}?)" if close else ""
             warnings.warn(f"class_thresholds: {key!r} is not in the vocabulary{hint}; its threshold is unused",
                           OvdetWarning, stacklevel=3)
-        return torch.tensor([by_key.get(n.casefold(), thr) for n in names], device=self.device)
+        return torch.tensor([per_class.get(n.casefold(), thr) for n in names], device=self.device)
+
+    def _calibrate(self, scores: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+        """(P, C) scores -> calibrated ones (the calibration file's map per class; classes the
+        file lacks take its shared map, reported once)."""
+        cal = self.calibration
+        new = [n for n in cal.unknown(names) if ("calibration", n) not in self._warned]
+        if new:
+            self._warned.update(("calibration", n) for n in new)
+            warnings.warn(f"calibration {cal.path}: no fit for {', '.join(map(repr, new[:5]))}"
+                          f"{' ...' if len(new) > 5 else ''}; using its shared calibration and threshold",
+                          OvdetWarning, stacklevel=4)
+        return cal.apply_tensor(scores, names)
 
     # -- images -------------------------------------------------------------------------------
     def decode_size(self, height: int, width: int) -> tuple[int, int] | None:
@@ -242,6 +280,9 @@ class Detector:
         b = cand.boxes
         valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
         scores = drop_negatives(cand.scores, c) * valid[:, None]
+        uncalibrated = None
+        if self.calibration is not None:
+            uncalibrated, scores = scores, self._calibrate(scores, names)
         sel = select_detections(
             cand.boxes,
             scores,
@@ -252,6 +293,9 @@ class Detector:
             multi_label=cfg.multi_label,
         )
         raw = cand.raw[:, :c][sel.index, sel.class_ids]
+        extra = {}
+        if uncalibrated is not None:
+            extra["uncalibrated_score"] = uncalibrated[sel.index, sel.class_ids].float().cpu().numpy()
         return Detections(
             xyxy=cand.boxes[sel.index].cpu().numpy(),
             scores=sel.scores.cpu().numpy(),
@@ -259,6 +303,7 @@ class Detector:
             class_names=names,
             image_size=cand.image_size,
             raw_scores=raw.float().cpu().numpy(),
+            extra=extra,
         )
 
     # -- video --------------------------------------------------------------------------------

@@ -179,6 +179,8 @@ class Detections:
         data: dict[str, Any] = {"class_name": np.array(self.labels, dtype=object)}
         if self.raw_scores is not None:
             data["raw_score"] = self.raw_scores.copy()
+        if "uncalibrated_score" in self.extra:  # set when a calibration file rescored the detections
+            data["uncalibrated_score"] = np.asarray(self.extra["uncalibrated_score"]).copy()
         return sv.Detections(
             xyxy=self.xyxy.copy(),
             confidence=self.scores.copy(),

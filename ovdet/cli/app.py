@@ -21,6 +21,7 @@ from typing import Sequence
 from ..audit import command as audit_command
 from .. import __version__
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, OvdetError, OvdetWarning
+from ..calibrate import command as calibrate_command
 from ..eval import command as eval_command
 from ..explain import command as explain_command
 from ..label import command as label_command
@@ -39,6 +40,7 @@ SUBCOMMANDS = {
     "explain": explain_command,
     "audit": audit_command,
     "label": label_command,
+    "calibrate": calibrate_command,
     "weights": weights_command,
 }
 

@@ -106,6 +106,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    '("a photo of a {}") or a file with one per line')
     p.add_argument("--negatives", help='comma-separated prompts that must not be reported, e.g. "toy dog,statue"')
     p.add_argument("--class-thresholds", help="YAML file {class name: threshold}")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="calibration YAML from `ovdet calibrate`: calibrated scores and per-class thresholds")
+    p.add_argument("--no-calibration-thresholds", dest="calibration_thresholds", action="store_false", default=None,
+                   help="with --calibration: keep its scores but cut them with --threshold, not its thresholds")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
     p.add_argument("--batch-size", type=int, help="images per forward pass")
@@ -210,7 +214,7 @@ CONFIG_FLAGS = {
     "max_det": "max_detections", "multi_label": "multi_label", "templates": "templates", "negatives": "negatives",
     "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size", "compile": "compile",
     **{key: key for key in ("tile", "tile_overlap", "tile_full_image", "tile_merge", "tile_merge_iou",
-                            "tile_merge_metric", "max_pixels")},
+                            "tile_merge_metric", "max_pixels", "calibration", "calibration_thresholds")},
 }
 
 

@@ -189,6 +189,8 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str, folder: RunFold
     fixed = protocol == "lvis" and args.lvis_mode == "fixed"
     overrides.setdefault("max_detections", FIXED_AP_MAX_DETS if fixed else MAX_DETS[protocol])
     overrides.setdefault("multi_label", True)  # AP ranks (box, class) pairs; one label per box loses recall
+    # a --calibration changes the scores AP ranks; its thresholds are an operating point, not for AP
+    overrides.setdefault("calibration_thresholds", False)
     config = resolve_config(model, device=args.device, **overrides)
     if args.exist_ok and args.results_out is None and not (args.resume or args.overwrite):
         # a reused run folder may hold an unfinished run: refuse before loading a model

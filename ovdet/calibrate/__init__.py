@@ -1,0 +1,18 @@
+"""Score calibration and per-class thresholds from labelled images (`ovdet calibrate`).
+
+    ovdet calibrate --images imgs/ --annotations ann.json --model owlv2-b16 --target precision=0.9
+    ovdet detect photo.jpg --classes "cat,dog" --calibration calibration.yaml
+
+Modules, one job each:
+  matching          detections -> true/false positive flags, COCO's matching by pycocotools
+  fit               calibrators: temperature, Platt, isotonic (fit with scipy, apply with numpy)
+  thresholds        precision-recall curves; the threshold for a target precision or best F1
+  perclass          per-class fits with a shared fallback; k-fold cross-validation by image
+  report            ECE, Brier, the printed report, reliability diagrams and PR curves
+  calibration_file  the YAML: read/write, model identity and templates check, applying
+  pipeline          annotations + results -> a fitted, reported calibration; results rewriting
+  command           the `ovdet calibrate` subcommand
+
+Importing this package imports none of them (the detector loads `calibration_file` only when
+a config names a calibration).
+"""
