@@ -195,6 +195,16 @@ def resolve_vocabulary(classes: str | Iterable[str | Example]) -> Vocabulary:
     return Vocabulary(tuple(names), tuple(has_text), tuple(tuple(g) for g in groups))
 
 
+def validate_classes(classes: str | Iterable[str | Example]) -> tuple[str | Example, ...]:
+    """A vocabulary as `Detector.detect_batch` takes it, checked now (`resolve_vocabulary`'s
+    errors), as a tuple: a comma-separated string is split into names, Examples are kept."""
+    if isinstance(classes, (str, Example)):
+        classes = parse_classes(classes) if isinstance(classes, str) else [classes]
+    items = tuple(c if isinstance(c, Example) else str(c).strip() for c in classes)
+    resolve_vocabulary(items)
+    return items
+
+
 def blend(vocabulary: Vocabulary, text_embeds: torch.Tensor, example_embeds: torch.Tensor, weight: float) -> torch.Tensor:
     """Class embeddings of a mixed vocabulary.
 
@@ -359,4 +369,4 @@ def check_examples(classes: Iterable[Any]) -> None:
 
 
 __all__ = ["Example", "ExemplarEncoder", "Vocabulary", "blend", "check_examples", "load_examples_file",
-           "parse_example", "resolve_vocabulary", "vocabulary_record"]
+           "parse_example", "resolve_vocabulary", "validate_classes", "vocabulary_record"]
