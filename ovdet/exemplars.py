@@ -238,8 +238,9 @@ def blend(vocabulary: Vocabulary, text_embeds: torch.Tensor, example_embeds: tor
 
 
 def vocabulary_record(classes: Iterable[str | Example]) -> list:
-    """A JSON-able form of a vocabulary (names as strings, Examples as records)."""
-    return [c.record() if isinstance(c, Example) else str(c) for c in classes]
+    """A JSON-able form of a vocabulary: names as strings, Examples as records with the sha256
+    of their pixels (so a changed exemplar image reads as another vocabulary)."""
+    return [{**c.record(), "pixels": c.identity()[0]} if isinstance(c, Example) else str(c) for c in classes]
 
 
 # -- the --example / --examples syntax --------------------------------------------------------
