@@ -319,7 +319,12 @@ class ExemplarEncoder:
         self.memory_size = memory_size
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
 
+    def clear_memory(self) -> None:
+        """Forget the embeddings kept in memory (the disk cache stays)."""
+        self._memory.clear()
+
     def __call__(self, examples: Sequence[Example]) -> torch.Tensor:
+        """(E,) Examples -> (E, D) float32 unit embeddings (CPU), in order."""
         import torch
 
         keys = [e.cache_key(self.identity) for e in examples]
