@@ -262,6 +262,10 @@ def test_exemplar_errors(square_exemplar, tmp_path):
 
 
 def test_yolo_world_refuses_exemplars(square_exemplar):
+    from ovdet.backends.yolo import YoloWorldBackend
+
+    assert not hasattr(YoloWorldBackend, "embed_exemplars")  # its head reads text embeddings only
+
     class TextOnly:  # a backend without embed_exemplars, as YOLO-World's
         device = torch.device("cpu")
         identity = "text-only"
