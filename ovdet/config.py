@@ -54,7 +54,8 @@ class DetectorConfig:
             Several templates are ensembled (mean of unit embeddings, renormalised).
         negatives: comma-separated negative prompts ("toy dog,statue"): scored with the
             classes; a box whose best match is a negative is dropped.
-        cache_text: keep vocabulary embeddings on disk ($OVDET_CACHE, ~/.cache/ovdet).
+        cache_text: keep vocabulary and image-exemplar embeddings on disk ($OVDET_CACHE,
+            ~/.cache/ovdet).
         text_weights: CLIP checkpoint for the text side where the backend needs a separate
             one (YOLO-World); empty = the backend's own text tower.
         proposer: class-agnostic region proposer for the "clip" backend: "owlv2"
