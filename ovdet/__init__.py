@@ -3,6 +3,7 @@
     from ovdet import Detector
     det = Detector.from_pretrained("owlv2-b16")
     dets = det.detect("street.jpg", ["bus", "person", "stroller"])
+    dets = det.detect("shelf.jpg", ["bottle", Example("our logo", "logo.png")])  # shown, not named
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Detector": "ovdet.detector",
     "Detections": "ovdet.structures",
+    "Example": "ovdet.exemplars",
     "DetectorConfig": "ovdet.config",
     "load_config": "ovdet.config",
     "OvdetError": "ovdet.errors",
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .config import DetectorConfig, load_config
     from .detector import Detector
     from .errors import OvdetError
+    from .exemplars import Example
     from .structures import Detections
 
 
@@ -43,4 +46,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ovdet' has no attribute {name!r}")
 
 
-__all__ = ["Detector", "Detections", "DetectorConfig", "OvdetError", "load_config", "__version__"]
+__all__ = ["Detector", "Detections", "Example", "DetectorConfig", "OvdetError", "load_config", "__version__"]

@@ -1,8 +1,10 @@
-"""On-disk cache of vocabulary embeddings, so a 1,203-class vocabulary is embedded once.
+"""On-disk caches of embeddings: vocabularies (a 1,203-class vocabulary is embedded once) and
+image exemplars.
 
-Keys hash everything the embeddings depend on: the text tower's identity (checkpoint path,
-file sizes and modification times), the templates and the class names, in order. Values are
-plain .npy files (no pickles), written atomically.
+Text keys hash everything the embeddings depend on: the text tower's identity (checkpoint path,
+file sizes and modification times), the templates and the class names, in order. Exemplar keys
+are made by `ovdet.exemplars` (image bytes, box, model identity). Values are plain .npy files
+(no pickles), written atomically.
 """
 
 from __future__ import annotations
@@ -28,16 +30,14 @@ def default_cache_dir() -> Path:
     return base / "ovdet"
 
 
-class TextEmbeddingCache:
-    """(identity, templates, names) -> (C, D) float32 embeddings on disk."""
+class EmbeddingCache:
+    """key (hex digest) -> float32 embedding array, one .npy file per key in a subfolder of
+    the cache directory."""
+
+    subfolder = "embeddings"
 
     def __init__(self, directory: Path | None = None):
-        self.directory = (directory or default_cache_dir()) / "text"
-
-    @staticmethod
-    def key(identity: str, templates: Sequence[str], names: Sequence[str]) -> str:
-        blob = json.dumps([identity, list(templates), list(names)], ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        self.directory = (directory or default_cache_dir()) / self.subfolder
 
     def load(self, key: str) -> torch.Tensor | None:
         path = self.directory / f"{key}.npy"
@@ -60,3 +60,20 @@ class TextEmbeddingCache:
         except OSError:  # a read-only or full disk only costs a recomputation next time
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
+
+
+class TextEmbeddingCache(EmbeddingCache):
+    """(identity, templates, names) -> (C, D) float32 embeddings on disk."""
+
+    subfolder = "text"
+
+    @staticmethod
+    def key(identity: str, templates: Sequence[str], names: Sequence[str]) -> str:
+        blob = json.dumps([identity, list(templates), list(names)], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ExemplarEmbeddingCache(EmbeddingCache):
+    """Exemplar key (see `ovdet.exemplars.Example.cache_key`) -> (D,) float32 unit embedding."""
+
+    subfolder = "exemplars"

@@ -63,7 +63,8 @@ class DetectorConfig:
             Several templates are ensembled (mean of unit embeddings, renormalised).
         negatives: comma-separated negative prompts ("toy dog,statue"): scored with the
             classes; a box whose best match is a negative is dropped.
-        cache_text: keep vocabulary embeddings on disk ($OVDET_CACHE, ~/.cache/ovdet).
+        cache_text: keep vocabulary and image-exemplar embeddings on disk ($OVDET_CACHE,
+            ~/.cache/ovdet).
         text_weights: CLIP checkpoint for the text side where the backend needs a separate
             one (YOLO-World); empty = the backend's own text tower.
         proposer: class-agnostic region proposer for the "clip" backend: "owlv2"
@@ -80,6 +81,9 @@ class DetectorConfig:
         logit_scale: similarity temperature; 0 = the model's own (100 for OpenAI CLIP).
         background_similarity: cosine similarity at which background wins (softmax) or the
             score is 0.5 (sigmoid).
+        example_weight: how much a class's image exemplars count against its text prompt
+            when a vocabulary gives both under one name: normalise((1 - w) * text + w *
+            exemplars); 1 = the exemplars alone, 0 = the text alone (see `ovdet.exemplars`).
         objectness_weight: w in score = class_score^(1-w) * objectness^w (proposal objectness
             for "clip"; OWLv2's objectness head for "owl"; 0 = off).
         device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
@@ -134,6 +138,7 @@ class DetectorConfig:
     logit_scale: float = 0.0
     background_similarity: float = 0.2
     objectness_weight: float = 0.0
+    example_weight: float = 0.5
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
@@ -178,6 +183,8 @@ class DetectorConfig:
             raise ConfigError(f"proposals must be >= 1 and dense_size >= 32, got {self.proposals} and {self.dense_size}")
         if self.crop_context < 1.0:
             raise ConfigError(f"crop_context must be >= 1 (1 = tight crops), got {self.crop_context}")
+        if not 0.0 <= self.example_weight <= 1.0:
+            raise ConfigError(f"example_weight must be in [0, 1], got {self.example_weight}")
         if not 0.0 <= self.objectness_weight <= 1.0:
             raise ConfigError(f"objectness_weight must be in [0, 1], got {self.objectness_weight}")
         defaults = DetectorConfig.__dataclass_fields__

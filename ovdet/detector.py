@@ -17,9 +17,10 @@ import torch
 
 from . import weights as weights_mod
 from .backends import BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_model_type, model_type_of
-from .cache import TextEmbeddingCache
+from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
-from .errors import ConfigError, OvdetError, OvdetWarning
+from .errors import ConfigError, ExemplarError, OvdetError, OvdetWarning
+from .exemplars import Example, ExemplarEncoder, Vocabulary, blend, resolve_vocabulary
 from .io import LoadedImage, read_image
 from .postprocess import select_detections
 from .proposers import given_boxes
@@ -89,7 +90,7 @@ class Detector:
     """
 
     def __init__(self, backend: Backend, config: DetectorConfig, text_cache: TextEmbeddingCache | None = None,
-                 calibration=None):
+                 calibration=None, exemplar_cache: ExemplarEmbeddingCache | None = None):
         self.backend = backend
         self.config = config
         self.templates = resolve_templates(config.templates)
@@ -100,6 +101,13 @@ class Detector:
         cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
         # resolved through the backend at call time, so tests and tools may wrap encode_text
         self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache)
+        # image exemplars, for backends that can embed them (None: YOLO-World's head reads text only)
+        self.exemplars = None
+        if hasattr(backend, "embed_exemplars"):
+            if exemplar_cache is None and config.cache_text:
+                exemplar_cache = ExemplarEmbeddingCache()
+            self.exemplars = ExemplarEncoder(lambda i, b: self.backend.embed_exemplars(i, b),
+                                             backend.exemplar_identity, exemplar_cache)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -129,19 +137,37 @@ class Detector:
         return self.backend.device
 
     # -- text ---------------------------------------------------------------------------------
-    def class_embeddings(self, names: Sequence[str]) -> torch.Tensor:
-        """(C, D) unit embeddings of the class names (template ensemble), computed once per
-        vocabulary: kept in memory, and on disk when `cache_text` is on."""
-        return self.vocabulary(names).to(self.device)
+    def class_embeddings(self, classes: Sequence[str | Example]) -> torch.Tensor:
+        """(C, D) unit embeddings of the classes: names (template ensemble) and/or `Example`s
+        (see `ovdet.exemplars`), computed once per vocabulary and exemplar: kept in memory, and
+        on disk when `cache_text` is on."""
+        items = list(classes)
+        if not any(isinstance(c, Example) for c in items):
+            return self.vocabulary(tuple(items)).to(self.device)
+        return self._embed(resolve_vocabulary(items), ())
 
-    def _vocabulary(self, classes, negatives) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Validated (class names, negative prompts); a negative may not repeat a class."""
-        names = validate_vocabulary(classes)
+    def _embed(self, vocab: Vocabulary, negatives: tuple[str, ...]) -> torch.Tensor:
+        """(C + K, D): the vocabulary's classes, then the K negative prompts."""
+        if not vocab.has_examples:
+            return self.vocabulary(vocab.names + negatives).to(self.device)
+        if self.exemplars is None:
+            raise ExemplarError(f"backend {self.config.backend!r} cannot take image exemplars (its head reads text "
+                                "embeddings only): use an OWL or CLIP model for classes shown by example")
+        texts = vocab.text_names + negatives
+        text = self.vocabulary(texts).to(self.device) if texts else torch.zeros(0, device=self.device)
+        shown = self.exemplars(vocab.all_examples).to(self.device)
+        n = len(vocab.text_names)
+        classes = blend(vocab, text[:n], shown, self.config.example_weight)
+        return torch.cat([classes, text[n:]]) if negatives else classes
+
+    def _vocabulary(self, classes, negatives) -> tuple[Vocabulary, tuple[str, ...]]:
+        """Validated (vocabulary, negative prompts); a negative may not repeat a class."""
+        vocab = resolve_vocabulary(classes)
         negatives = self.config.negatives if negatives is None else negatives
         negs = tuple(n.strip() for n in (negatives.split(",") if isinstance(negatives, str) else negatives) if n.strip())
         if negs:
-            validate_vocabulary(list(names) + list(negs))  # duplicates across both are an error
-        return names, negs
+            validate_vocabulary(list(vocab.names) + list(negs))  # duplicates across both are an error
+        return vocab, negs
 
     def _thresholds(self, names: Sequence[str], threshold: float | None) -> float | torch.Tensor:
         """The global threshold, or a (C,) tensor when per-class thresholds apply.
@@ -209,7 +235,8 @@ class Detector:
 
         Args:
             image: a path, PIL image, or RGB uint8 (H, W, 3) array (gray, RGBA and 16-bit work).
-            classes: class names, as a list or a comma-separated string.
+            classes: class names, as a list or a comma-separated string; the list may mix
+                names and `ovdet.Example`s (image exemplars, see `ovdet.exemplars`).
             threshold: score cut in [0, 1]; default the config's.
             negatives: prompts that must NOT be reported ("toy dog,statue"); a box whose best
                 match is a negative is dropped. Default: the config's `negatives`.
@@ -240,13 +267,14 @@ class Detector:
         With `tile` set, each image is cut into tiles that go through the model `batch_size`
         at a time and are merged back (`ovdet.tiling`).
         """
-        names, negs = self._vocabulary(classes, negatives)
+        vocab, negs = self._vocabulary(classes, negatives)
+        names = vocab.names
         thr = self._thresholds(names, threshold)
         if boxes is not None and len(boxes) != len(images):
             raise OvdetError(f"boxes: got {len(boxes)} box lists for {len(images)} images")
         if boxes is not None and self.config.tile:
             raise OvdetError("given boxes cannot be scored with tiling: set tile to 0")
-        class_embeds = self.class_embeddings(names + negs)
+        class_embeds = self._embed(vocab, negs)
         size = batch_size or self.config.batch_size
         if self.config.tile:
             return [self._detect_tiled(self.load(im), class_embeds, names, thr, size) for im in images]

@@ -61,3 +61,8 @@ def first_line(exc: BaseException) -> str:
     errors are often multi-line, and ovdet reports errors in one line."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ExemplarError(OvdetError, ValueError):
+    """An image exemplar is unreadable, its box is empty or outside the image, or the model
+    cannot take exemplars."""

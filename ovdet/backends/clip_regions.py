@@ -96,6 +96,9 @@ class ClipRegionBackend:
         self.dense_size = dense_size
         self.device = clip.device
         self.identity = clip.identity
+        # an exemplar is embedded as a region: the key holds what changes a region's embedding
+        self.exemplar_identity = (f"clip-exemplar|{clip.identity}|{str(clip.dtype).replace('torch.', '')}|{region_mode}|"
+                                  + (f"{crop_context}" if region_mode == "crop" else f"{dense_size}"))
 
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.clip.encode_text(prompts)
@@ -128,6 +131,18 @@ class ClipRegionBackend:
             )  # (N, D_v, 2, 2)
             out.append(self.clip.project_tokens(pooled.mean(dim=(2, 3))))
         return out
+
+    def embed_exemplars(self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None]) -> torch.Tensor:
+        """(N,) RGB uint8 exemplar images + (N,) xyxy pixel boxes (None = the whole image) ->
+        (N, D) unit embeddings, each box embedded as this backend embeds proposals (its
+        `region_mode`), so exemplars and regions are compared like for like."""
+        regions = [
+            torch.tensor([list(box) if box is not None else [0.0, 0.0, im.shape[1], im.shape[0]]],
+                         dtype=torch.float32, device=self.device)
+            for im, box in zip(images, boxes)
+        ]
+        embed = self.embed_crops if self.region_mode == "crop" else self.embed_pooled
+        return torch.cat(embed(list(images), regions))
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(

@@ -14,6 +14,11 @@ Box geometry: OWL-ViT v1 resizes the image to a square (aspect not kept), so its
 boxes are relative to the image itself. OWLv2 first pads the image to a square at the bottom
 and right, so its boxes are relative to the padded square of side max(h, w). The image
 processor's `do_pad` tells which applies.
+
+Image exemplars (`embed_exemplars`): the exemplar image goes through the same image tower and
+heads; one of its patch tokens' class embeddings becomes the class's query, chosen by
+`select_query_token` (transformers' `embed_image_query` rule, with the user's box), and the
+class head scores target tokens against it exactly as against a text embedding.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou, generalized_box_iou
 
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
 from ..errors import ConfigError, OvdetError
@@ -36,6 +43,36 @@ from .owlv2_resize import Owlv2Resizer, output_size, reduce_to
 
 # above this, OWL-ViT's processor would make float copies of hundreds of MB
 HUGE_PIXELS = 2**24
+
+
+# tokens whose predicted box has at least this fraction of the best IoU with the query box are
+# candidates for the query embedding (OWL-ViT's image-conditioned rule, as in transformers)
+QUERY_IOU_FRACTION = 0.8
+
+
+def select_query_token(boxes: torch.Tensor, class_embeds: torch.Tensor, query: torch.Tensor) -> int:
+    """The patch token of an exemplar image whose class embedding stands for the query box.
+
+    Args:
+        boxes: (P, 4) the box head's normalised cxcywh boxes on the exemplar image.
+        class_embeds: (P, D) the class head's token embeddings (not normalised).
+        query: (4,) the query box, normalised xyxy in the same frame as `boxes`.
+    Returns:
+        Among the tokens whose box IoU with the query is at least 80 % of the best (generalised
+        IoU when no box overlaps the query), the one whose class embedding is least similar to
+        the mean class embedding of the image: the most specific of the tokens on the object.
+    """
+    pred = cxcywh_to_xyxy(boxes.float())
+    query = query.to(pred)[None]
+    ious = box_iou(query, pred)[0]
+    if not bool((ious > 0).any()):
+        ious = generalized_box_iou(query, pred)[0]
+    best = ious.max()
+    # "within 80 % of the best", written best - 20 % of |best|: the same as best * 0.8 for IoUs,
+    # and for a negative best GIoU it still keeps the nearest boxes (best * 0.8 > best keeps none)
+    keep = (ious >= best - (1.0 - QUERY_IOU_FRACTION) * best.abs()).nonzero()[:, 0]
+    mean = class_embeds.float().mean(dim=0)
+    return int(keep[(class_embeds[keep].float() @ mean).argmin()])
 
 
 class OwlBackend:
@@ -55,6 +92,8 @@ class OwlBackend:
         # the base CLIP-like model holding the text tower: `.owlvit` or `.owlv2`
         self.clip = getattr(model, "owlv2", None) or model.owlvit
         self.identity = identity or model.config.name_or_path  # names the text tower in cache keys
+        # exemplar embeddings depend on the image tower and heads, in their precision
+        self.exemplar_identity = f"owl-exemplar|{self.identity}|{str(dtype).replace('torch.', '')}"
         # the ViT towers (and the image-embedding layer norm) in `dtype`; so are the hidden
         # layers of the box and objectness MLPs and the class-embedding projection, whose
         # inputs are the bf16 tower's features anyway (3 of 4 head matmuls, 5 % of the CPU
@@ -159,6 +198,36 @@ class OwlBackend:
         else:
             px = scale_normalized(xyxy, width, height)
         return clip_to_image(px, height, width)
+
+    def exemplar_query(self, box: Sequence[float] | None, height: int, width: int) -> torch.Tensor:
+        """(4,) the exemplar box (xyxy pixels of a `height` x `width` image; None = all of it),
+        normalised in the model's input frame: OWLv2's padded square, OWL-ViT's stretched image."""
+        if box is None:
+            box = (0.0, 0.0, float(width), float(height))
+        side_w, side_h = (max(height, width),) * 2 if self.pads_to_square else (width, height)
+        x1, y1, x2, y2 = box
+        return torch.tensor([x1 / side_w, y1 / side_h, x2 / side_w, y2 / side_h])
+
+    @torch.inference_mode()
+    def embed_exemplars(self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None]) -> torch.Tensor:
+        """(N,) RGB uint8 exemplar images + (N,) xyxy pixel boxes (None = the whole image) ->
+        (N, D) unit query embeddings, in the space of `encode_text`'s (normalised) embeddings.
+
+        One image-tower pass for the batch. With a box, the token is `select_query_token`'s;
+        for a whole image OWLv2 takes its most object-like token (objectness head), as
+        transformers' `Owlv2ForObjectDetection.embed_image_query` does, and OWL-ViT v1 the
+        whole-image box (its `embed_image_query`)."""
+        feats, pred = self.image_features(self.preprocess(images))
+        _, class_embeds = self.model.class_predictor(feats)
+        class_embeds = class_embeds.float()
+        chosen = []
+        for i, (image, box) in enumerate(zip(images, boxes)):
+            if box is None and hasattr(self.model, "objectness_predictor"):
+                index = int(self.model.objectness_predictor(feats[i]).float().argmax())
+            else:
+                index = select_query_token(pred[i], class_embeds[i], self.exemplar_query(box, *image.shape[:2]))
+            chosen.append(class_embeds[i, index])
+        return F.normalize(torch.stack(chosen), dim=-1)
 
     def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes=None) -> list[RegionScores]:
         if boxes is not None:

@@ -126,11 +126,26 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     tiles.add_argument("--tile-merge-metric", choices=["iou", "ios"],
                        help="overlap as intersection over union, or over the smaller box (ios, default)")
     tiles.add_argument("--max-pixels", type=int, metavar="N", help="refuse larger images (default 500,000,000)")
+    add_example_options(p)
+
+
+def add_example_options(p: argparse.ArgumentParser) -> None:
+    """Image exemplars (classes shown by example), part of every detector command's flags."""
+    p.add_argument("--example", action="append", metavar="NAME=PATH[:x1,y1,x2,y2]",
+                   help="an image exemplar of class NAME (repeatable; box in that image's pixels, default the "
+                        "whole image); with --classes it adds or blends with a named class")
+    p.add_argument("--examples", type=Path, metavar="FILE.yaml",
+                   help="exemplars from YAML: NAME: [{image: PATH, box: [x1, y1, x2, y2]}, ...]")
+    p.add_argument("--example-weight", type=float, metavar="W",
+                   help="weight in [0, 1] of a class's exemplars against its text prompt of the same name "
+                        "(default: the preset's, 0.5)")
 
 
 def add_vocabulary_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--classes or --classes-from (one of them)."""
-    group = p.add_mutually_exclusive_group(required=required)
+    """--classes or --classes-from (one of them; `read_vocabulary` requires one unless the
+    command also has exemplar flags and they are given)."""
+    p.set_defaults(vocabulary_required=required)
+    group = p.add_mutually_exclusive_group()
     group.add_argument("--classes", "-c", help='comma-separated class names, e.g. "bus,person"')
     group.add_argument("--classes-from", type=Path,
                        help="vocabulary file: one name per line, or a COCO/LVIS annotation JSON's categories")
@@ -214,7 +229,8 @@ CONFIG_FLAGS = {
     "max_det": "max_detections", "multi_label": "multi_label", "templates": "templates", "negatives": "negatives",
     "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size", "compile": "compile",
     **{key: key for key in ("tile", "tile_overlap", "tile_full_image", "tile_merge", "tile_merge_iou",
-                            "tile_merge_metric", "max_pixels", "calibration", "calibration_thresholds")},
+                            "tile_merge_metric", "max_pixels", "calibration", "calibration_thresholds",
+                            "example_weight")},
 }
 
 
@@ -223,13 +239,42 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {cfg_key: getattr(args, flag) for flag, cfg_key in CONFIG_FLAGS.items() if hasattr(args, flag)}
 
 
-def read_vocabulary(args: argparse.Namespace) -> tuple[str, ...]:
-    """The validated class names of --classes or --classes-from."""
+def read_examples(args: argparse.Namespace) -> list:
+    """The `ovdet.Example`s of --example and --examples (none when the command lacks them)."""
+    from ..exemplars import load_examples_file, parse_example
+
+    examples = [parse_example(text) for text in getattr(args, "example", None) or ()]
+    if getattr(args, "examples", None) is not None:
+        examples += load_examples_file(args.examples)
+    return examples
+
+
+def read_vocabulary(args: argparse.Namespace) -> tuple:
+    """The validated vocabulary of --classes or --classes-from, then the exemplars of
+    --example / --examples (`ovdet.Example`s; on commands that have those flags): what
+    `Detector.detect_batch` takes. Exemplar images are read and their boxes checked here, so
+    a bad exemplar fails before a model loads."""
     from ..text import load_vocabulary, validate_vocabulary
 
-    if args.classes_from is not None:
-        return validate_vocabulary(load_vocabulary(args.classes_from))
-    return validate_vocabulary(args.classes)
+    examples = read_examples(args)
+    classes, classes_from = getattr(args, "classes", None), getattr(args, "classes_from", None)
+    if classes_from is not None:
+        names = validate_vocabulary(load_vocabulary(classes_from))
+    elif classes is not None:
+        names = validate_vocabulary(classes)
+    elif examples or not getattr(args, "vocabulary_required", True):
+        names = ()
+    else:
+        flags = "--classes or --classes-from" + (" (or exemplars: --example, --examples)" if hasattr(args, "example") else "")
+        raise UsageError(f"ovdet {getattr(args, 'command', None) or ''}: give the classes with {flags}")
+    if not examples:
+        return names
+    from ..exemplars import check_examples, resolve_vocabulary
+
+    entries = (*names, *examples)
+    resolve_vocabulary(entries)  # the usual name checks
+    check_examples(examples)
+    return entries
 
 
 def write_json(path: str, payload: Any) -> None:

@@ -24,7 +24,7 @@ DEFAULT_MODEL = "owlv2-b16"
 EVAL_THRESHOLD = 0.001
 MAX_DETS = {"coco": 100, "ov-coco": 100, "lvis": 300}
 FIXED_AP_MAX_DETS = 1000  # per image, before the 10,000-per-class cap of LVIS Fixed AP
-RUN_ONLY = ("limit", "resume", "overwrite", "results_out", "classes_from")  # besides the model flags
+RUN_ONLY = ("limit", "resume", "overwrite", "results_out", "classes_from", "one_shot", "seed")  # besides the model flags
 RESULTS_NAME, METRICS_NAME = "results.json", "metrics.json"  # in the run folder
 
 EXAMPLES = """examples:
@@ -33,6 +33,7 @@ EXAMPLES = """examples:
       (continues the latest unfinished run in runs/eval/)
   ovdet eval --images val2017/ --annotations lvis_v1_val.json --lvis-mode fixed --plots plots/
   ovdet eval --results results.json --annotations instances_val2017.json
+  ovdet eval --images val2017/ --annotations instances_val2017.json --protocol coco --one-shot --seed 1
 """
 
 
@@ -88,6 +89,10 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     resume.add_argument("--overwrite", action="store_true",
                         help="start over where <results-out>.partial.jsonl holds an unfinished run (deletes it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--one-shot", action="store_true",
+                   help="one-shot detection (coco protocol): each class is queried by one exemplar box drawn from "
+                        "another annotated image instead of by its name")
+    p.add_argument("--seed", type=int, help="--one-shot: seed of the exemplar draw (default 0)")
     _add_model_options(p)
     from ..cli.options import add_run_options
 
@@ -125,6 +130,14 @@ def _check_options(args: argparse.Namespace, protocol: str) -> None:
             )
     if args.lvis_mode is not None and protocol != "lvis":
         raise EvalUsageError(f"--lvis-mode applies to --protocol lvis, not {protocol}")
+    if args.seed is not None and not args.one_shot:
+        raise EvalUsageError("--seed applies to --one-shot")
+    if args.one_shot:
+        if protocol != "coco":
+            raise EvalUsageError(f"--one-shot is a coco-protocol evaluation, not {protocol}")
+        clash = next((f for f in ("classes_from", "example", "examples") if getattr(args, f, None)), None)
+        if clash:
+            raise EvalUsageError(f"--one-shot draws its own exemplars: drop --{clash.replace('_', '-')}")
 
 
 class RunFolder:
@@ -182,6 +195,19 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str, folder: RunFold
         raise ImageReadError(f"image folder not found: {args.images}")
     categories = _categories(dataset, protocol)
     classes = list(validate_vocabulary(vocabulary(categories, args.classes_from)))  # before loading a model
+    classes = classes + _category_examples(args, classes)
+    one_shot = None
+    if args.one_shot:
+        from .oneshot import one_shot_vocabulary
+
+        one_shot = one_shot_vocabulary(dataset, categories, args.images, seed=args.seed or 0)
+        if one_shot.excluded:
+            print(f"ovdet: --one-shot leaves out {len(one_shot.excluded)} categor(y/ies) whose boxes are all in one "
+                  f"image (no exemplar from another image): {', '.join(c['name'] for c in one_shot.excluded)}",
+                  file=sys.stderr)
+        if not one_shot.categories:
+            raise EvalUsageError(f"--one-shot: no category of {args.annotations} has boxes in two images of {args.images}")
+        classes, categories = one_shot, one_shot.categories
     model = args.model or DEFAULT_MODEL
     overrides = {k: v for k, v in config_overrides(args).items() if v is not None}
     overrides.setdefault("threshold", EVAL_THRESHOLD)
@@ -213,11 +239,29 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str, folder: RunFold
     source = {
         "model": model,
         "detector": {k: v for k, v in dataclasses.asdict(config).items() if k != "description"},
-        "vocabulary_size": len(classes),
+        "vocabulary_size": len(categories),
         "results_file": str(outcome.results_path),
         "images_per_second": round(outcome.images_per_second, 3),
     }
+    if one_shot is not None:
+        source["one_shot"] = one_shot.record()
     return outcome.results, outcome.image_ids, outcome.skipped, source
+
+
+def _category_examples(args: argparse.Namespace, classes: list[str]) -> list:
+    """--example / --examples for evaluation: each must name an evaluated category, whose text
+    prompt it joins (`example_weight`); read now, before a model loads."""
+    from ..cli.options import read_examples
+    from ..exemplars import check_examples
+
+    examples = read_examples(args)
+    known = {c.casefold() for c in classes}
+    for example in examples:
+        if example.name.casefold() not in known:
+            raise EvalUsageError(f"exemplar {example.name!r} is not a category of {args.annotations} "
+                                 "(exemplars join the category of their name)")
+    check_examples(examples)
+    return examples
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,7 +292,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         results, image_ids, skipped, source = _run_model(args, dataset, protocol, folder)
 
-    evaluation = evaluate(protocol, dataset, results, image_ids, lvis_mode=args.lvis_mode or "standard")
+    if "one_shot" in source:  # scored on the queried categories only
+        from .coco import evaluate_coco
+
+        queried = [e["category_id"] for e in source["one_shot"]["exemplars"]]
+        evaluation = evaluate_coco(dataset, results, image_ids, category_ids=queried)
+    else:
+        evaluation = evaluate(protocol, dataset, results, image_ids, lvis_mode=args.lvis_mode or "standard")
     metrics = evaluation.metrics
     per_category = metrics.pop("per_category")
     metrics["num_images_skipped"] = len(skipped)

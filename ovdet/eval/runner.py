@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..adapters import to_coco_results
 from ..errors import ImageReadError, Interrupted, OvdetError
+from ..exemplars import resolve_vocabulary, vocabulary_record
 from ..io import load_image
 from .dataset import Dataset, read_json, write_json_atomic
 
@@ -162,15 +163,16 @@ def _fingerprint(values: Sequence[Any]) -> str:
     return hashlib.sha1(json.dumps(list(values)).encode("utf-8")).hexdigest()
 
 
-def run_header(detector, dataset: Dataset, classes: Sequence[str], category_ids: Sequence[int], threshold) -> dict:
-    """Everything that decides the detections, so that a resume with other settings is refused."""
+def run_header(detector, dataset: Dataset, classes, category_ids: Sequence[int], threshold) -> dict:
+    """Everything that decides the detections, so that a resume with other settings is refused.
+    (`classes`: a vocabulary, or a per-image one with a `record()`, see `run_detector`.)"""
     config = {k: v for k, v in dataclasses.asdict(detector.config).items() if k not in _RUN_ONLY_FIELDS}
     header = {
         "format": PARTIAL_FORMAT,
         "annotations": str(dataset.path.resolve()),
         "detector": config,
         "threshold": threshold,
-        "vocabulary": _fingerprint(classes),
+        "vocabulary": _fingerprint(classes.record() if callable(classes) else vocabulary_record(classes)),
         "category_ids": _fingerprint(category_ids),
     }
     return json.loads(json.dumps(header))  # the form it takes after a round trip through the file
@@ -219,12 +221,27 @@ def _read_partial(path: Path, header: dict) -> dict[int, list[dict]] | None:
     return done
 
 
-def _image_path(images_dir: Path, image: dict) -> Path:
+def image_path(images_dir: Path, image: dict) -> Path:
+    """Where an annotated image is in `images_dir` (its file name, or the name's last part)."""
     name = Dataset.file_name(image)
     path = images_dir / name
     if not path.is_file() and (images_dir / Path(name).name).is_file():
         path = images_dir / Path(name).name  # file_name with a split prefix ("val2017/...")
     return path
+
+
+def _detect_by_vocabulary(detector, arrays: list, vocabularies: list, threshold) -> list:
+    """Detections per image, one `detect_batch` call per distinct vocabulary object."""
+    groups: dict[int, list[int]] = {}
+    for i, vocab in enumerate(vocabularies):
+        groups.setdefault(id(vocab), []).append(i)
+    dets: list = [None] * len(arrays)
+    for members in groups.values():
+        found = detector.detect_batch([arrays[i] for i in members], vocabularies[members[0]], threshold=threshold,
+                                      batch_size=len(members))
+        for i, d in zip(members, found):
+            dets[i] = d
+    return dets
 
 
 def run_detector(
@@ -247,7 +264,9 @@ def run_detector(
     Args:
         detector: an `ovdet.Detector` (anything with `detect_batch` and `config`).
         dataset: the annotations; images are `images_dir / file_name`, in file order.
-        classes: the vocabulary; `classes[i]` is the name of dataset category `category_ids[i]`.
+        classes: the vocabulary (names and/or `ovdet.Example`s); its class i is dataset category
+            `category_ids[i]`. Or a callable image dict -> vocabulary, with `names` and a
+            JSON-able `record()` (a vocabulary per image, e.g. `oneshot.OneShotVocabulary`).
         results_out: the COCO results JSON to write (atomically).
         batch_size: images per forward pass, and per write to the partial file.
         threshold: score cut (default: the detector config's).
@@ -260,8 +279,10 @@ def run_detector(
         ResumeError: the partial file was made with other settings, or exists and neither
             `resume` nor `overwrite` says what to do with it.
     """
-    if len(classes) != len(category_ids):
-        raise ValueError(f"{len(classes)} class names for {len(category_ids)} category ids")
+    names = classes.names if callable(classes) else resolve_vocabulary(classes).names
+    if len(names) != len(category_ids):
+        raise ValueError(f"{len(names)} class names for {len(category_ids)} category ids")
+    vocabulary_for = classes if callable(classes) else (lambda image: classes)
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ImageReadError(f"image folder not found: {images_dir}")
@@ -287,7 +308,7 @@ def run_detector(
     for image in selection:
         if image["id"] in done:
             continue
-        path = _image_path(images_dir, image)
+        path = image_path(images_dir, image)
         if path.is_file():
             todo.append((image, path))
         else:
@@ -329,7 +350,7 @@ def run_detector(
                         bar.update(1)
                 if not arrays:
                     continue
-                dets = detector.detect_batch(arrays, classes, threshold=threshold, batch_size=len(arrays))
+                dets = _detect_by_vocabulary(detector, arrays, [vocabulary_for(im) for im in batch_images], threshold)
                 lines = []
                 for image, det in zip(batch_images, dets):
                     entries = to_coco_results(det, image["id"], category_ids)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..structures import Detections
-from ..text import validate_vocabulary
+from ..exemplars import validate_classes
 from .reader import FrameReader, RawFrame, ReaderStats, ReconnectPolicy, SourceInfo
 from .sources import DEFAULT_TIMEOUT, CaptureFactory, Source
 from .tracking import FrameTracker, TrackSettings, with_fields
@@ -181,7 +181,7 @@ def _batch_size(detector: Any, batch_size: int | None) -> int:
 def stream(
     detector: Any,
     source: str | int | Source | FrameReader,
-    classes: str | Iterable[str],
+    classes: str | Iterable[Any],
     track: bool = False,
     every: int = 1,
     batch_size: int | None = None,
@@ -205,7 +205,8 @@ def stream(
             list[Detections]`, e.g. `ovdet.Detector`.
         source: a video file, webcam index, rtsp(s)/http(s) URL, folder or glob of frames, or
             an opened `FrameReader`.
-        classes: class names, as a list or a comma-separated string.
+        classes: class names, as a list or a comma-separated string; the list may mix in
+            `ovdet.Example`s (image exemplars).
         track: assign ByteTrack ids (`Detections.tracker_ids`).
         every: run the detector on every Nth frame; boxes in between are carried by the tracker.
         batch_size: detector frames per forward pass (default: the detector's config).
@@ -223,7 +224,7 @@ def stream(
         A `FrameStream`: iterate it for `FrameRecord`s; `.stop()` ends it gracefully,
         `.info` / `.stats` describe the source.
     """
-    names = validate_vocabulary(classes)  # fail before opening anything
+    names = validate_classes(classes)  # fail before opening anything (names and/or exemplars)
     if every < 1:
         raise ConfigError(f"every must be 1 or more, got {every}")
     if smooth < 0:
