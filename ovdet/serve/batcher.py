@@ -47,6 +47,7 @@ class Job:
     negatives: tuple[str, ...] | None = None
     threshold: float | None = None
     future: Future = field(default_factory=Future)
+    waiting: bool = False  # counted in the batcher's pending jobs
 
 
 _STOP = object()
@@ -82,9 +83,21 @@ class Batcher:
             if self._pending >= self.max_queue:
                 raise QueueFull(f"{self._pending} requests are waiting for the model")
             self._pending += 1
+            job.waiting = True
             self.metrics.queue_depth.set(self._pending)
+        # a request that gives up (timeout) frees its place in the queue at once
+        job.future.add_done_callback(lambda _: self._release([job]))
         self._queue.put(job)
         return job.future
+
+    def _release(self, jobs: list[Job]) -> None:
+        """Jobs leave the waiting count (once each): taken by the worker, or cancelled."""
+        with self._lock:
+            for job in jobs:
+                if job.waiting:
+                    job.waiting = False
+                    self._pending -= 1
+            self.metrics.queue_depth.set(self._pending)
 
     def retry_after(self) -> int:
         """Seconds a client should wait before retrying: the time to work through the queue."""
@@ -126,9 +139,7 @@ class Batcher:
                     stopping = True  # run what was gathered, then leave
                     break
                 batch.append(job)
-            with self._lock:
-                self._pending -= len(batch)
-                self.metrics.queue_depth.set(self._pending)
+            self._release(batch)
             self._run(batch)
 
     def _run(self, batch: list[Job]) -> None:
