@@ -80,16 +80,23 @@ def run(args: argparse.Namespace) -> int:
         import fastapi  # noqa: F401
     except ImportError as exc:
         raise OvdetError(f"ovdet serve needs the serve extra: pip install 'ovdet[serve]' ({exc.name} is missing)") from exc
+    sock = _listen(args.host, args.port)  # a taken port fails before anything heavy is imported
+    try:
+        return _serve(args, settings, sock)
+    finally:
+        sock.close()
+
+
+def _serve(args: argparse.Namespace, settings, sock: socket.socket) -> int:
     from ..detector import resolve_config
     from .app import ServedModels, create_app
 
-    # configuration errors (unknown preset, bad YAML) fail here, in a fraction of a second
+    # configuration errors (unknown preset, bad YAML) fail here, before any model is loaded
     cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
     clf_cfg = resolve_config(args.classify_model, device=args.device) if args.classify_model else None
     if not _is_loopback(args.host) and settings.api_key is None:
         print(f"ovdet: warning: listening on {args.host} without an API key: anyone who can reach it may use it "
               "(set --api-key or $OVDET_API_KEY)", file=sys.stderr)
-    sock = _listen(args.host, args.port)
 
     def load() -> ServedModels:
         from ..classify import Classifier

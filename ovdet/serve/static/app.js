@@ -92,11 +92,14 @@ function render(result) {
       .forEach(([k, v]) => rect.setAttribute(k, v));
     const label = `${d.class_name} ${d.score.toFixed(2)}`;
     const bg = document.createElementNS(SVG, "rect");
+    // the label sits above the box (inside it at the top edge), kept within the image
     const ty = y1 > font * 1.3 ? y1 - font * 0.3 : y1 + font;
-    Object.entries({ x: x1, y: ty - font, width: label.length * font * 0.6, height: font * 1.25, fill: colour, class: "label-bg" })
+    const labelWidth = label.length * font * 0.6;
+    const lx = Math.max(0, Math.min(x1, result.width - labelWidth));
+    Object.entries({ x: lx, y: ty - font, width: labelWidth, height: font * 1.25, fill: colour, class: "label-bg" })
       .forEach(([k, v]) => bg.setAttribute(k, v));
     const text = document.createElementNS(SVG, "text");
-    Object.entries({ x: x1 + font * 0.2, y: ty, "font-size": font }).forEach(([k, v]) => text.setAttribute(k, v));
+    Object.entries({ x: lx + font * 0.2, y: ty, "font-size": font }).forEach(([k, v]) => text.setAttribute(k, v));
     text.textContent = label;
     const title = document.createElementNS(SVG, "title");
     title.textContent = `${label} at ${d.box.join(", ")}`;
