@@ -299,13 +299,15 @@ async def _read(request: Request, fields_model: type[BaseModel], json_model: typ
                 form = await request.form(max_files=1, max_fields=16)
             except (StarletteHTTPException, ValueError) as exc:  # malformed multipart
                 raise ApiError(422, "invalid_request", f"malformed multipart body: {getattr(exc, 'detail', exc)}") from exc
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(422, "invalid_request", "multipart field 'image' (a file) is required")
-            data = await upload.read(settings.max_image_bytes + 1)
-            values = {k: v for k, v in form.multi_items() if k != "image"}
-            name = upload.filename or "image"
-            return fields_model.model_validate(values), data, name
+            try:
+                upload = form.get("image")
+                if not isinstance(upload, UploadFile):
+                    raise ApiError(422, "invalid_request", "multipart field 'image' (a file) is required")
+                data = await upload.read(settings.max_image_bytes + 1)  # one byte more tells "too large"
+                values = {k: v for k, v in form.multi_items() if k != "image"}
+                return fields_model.model_validate(values), data, upload.filename or "image"
+            finally:
+                await form.close()  # the upload's spooled temporary file
         if content_type == "application/json":
             try:
                 payload = await request.json()
