@@ -144,3 +144,38 @@ def test_batcher_isolates_failures_queue_limit_and_cancellation(owl, photos):
     assert not batcher.alive
     with pytest.raises(RuntimeError):
         batcher.submit(Job("detect", photos[0], ("cat",)))
+
+
+def test_batcher_with_a_real_yolo_world_groups_per_vocabulary(tmp_path, tiny_clip512):
+    """YOLO-World writes the vocabulary into its network: no two-phase split, so the batcher
+    runs one pass per vocabulary, and each answer equals the library's."""
+    import torch
+
+    from ovdet.backends.yolo import YoloWorldBackend, ultralytics_offline
+    from ovdet.config import load_config
+
+    ultralytics_offline()
+    from ultralytics import YOLOWorld
+
+    torch.manual_seed(0)
+    pt = tmp_path / "yolov8s-worldv2-random.pt"
+    YOLOWorld("yolov8s-worldv2.yaml").save(str(pt))  # random weights from ultralytics' own config
+    backend = YoloWorldBackend.load(pt, tiny_clip512, torch.device("cpu"), torch.float32, imgsz=320, conf=0.0)
+    det = Detector(backend, load_config("yolo-world-s", weights=str(pt), text_weights=str(tiny_clip512), threshold=0.0))
+    assert not det.splits_image_pass
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(3)]
+    batcher = Batcher(det, max_batch=8, wait_s=0.5)
+    jobs = [Job("detect", images[0], ("cat", "dog")), Job("detect", images[1], ("bus",)),
+            Job("detect", images[2], ("cat", "dog"))]
+    for job in jobs:
+        batcher.submit(job)
+    batcher.start()
+    results = [j.future.result(timeout=120) for j in jobs]
+    batcher.stop()
+    reg = batcher.metrics.registry
+    assert reg.get_sample_value("ovdet_batch_size_count", {"kind": "detect"}) == 2  # two vocabularies, two passes
+    assert reg.get_sample_value("ovdet_batch_size_sum", {"kind": "detect"}) == 3
+    for job, res in zip(jobs, results):
+        assert res.class_names == job.classes and len(res) > 0
+        assert_same(res, det.detect(job.image, job.classes))
