@@ -23,20 +23,20 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                    "batching images of concurrent requests through the image tower.")
     add_model_options(p)
     g = p.add_argument_group("server")
-    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    g.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    g.add_argument("--api-key", default=None,
+    g.add_argument("--host", metavar="HOST", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    g.add_argument("--port", metavar="PORT", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    g.add_argument("--api-key", metavar="KEY", default=None,
                    help="require 'Authorization: Bearer KEY' on /v1/* and /metrics (default: $OVDET_API_KEY)")
-    g.add_argument("--classify-model", help="CLIP preset or checkpoint for /v1/classify "
+    g.add_argument("--classify-model", metavar="M", help="CLIP preset or checkpoint for /v1/classify "
                    "(default: the detector's own CLIP when it is a clip-* preset, else none)")
-    g.add_argument("--max-batch", type=int, default=8, help="images per image-tower pass across requests (default 8)")
-    g.add_argument("--batch-wait-ms", type=float, default=10.0,
+    g.add_argument("--max-batch", metavar="B", type=int, default=8, help="images per image-tower pass across requests (default 8)")
+    g.add_argument("--batch-wait-ms", metavar="W", type=float, default=10.0,
                    help="how long a request waits for others to share its pass (default 10)")
-    g.add_argument("--max-image-mb", type=float, default=20.0, help="largest image file (default 20 MB)")
-    g.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image, width x height (default 50e6)")
-    g.add_argument("--max-classes", type=int, default=1300, help="class names + negatives per request (default 1300)")
-    g.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503 (default 64)")
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its answer (504 after)")
+    g.add_argument("--max-image-mb", metavar="N", type=float, default=20.0, help="largest image file (default 20 MB)")
+    g.add_argument("--max-pixels", metavar="N", type=int, default=50_000_000, help="largest image, width x height (default 50e6)")
+    g.add_argument("--max-classes", metavar="N", type=int, default=1300, help="class names + negatives per request (default 1300)")
+    g.add_argument("--max-queue", metavar="N", type=int, default=64, help="requests waiting before 503 (default 64)")
+    g.add_argument("--timeout", metavar="S", type=float, default=60.0, help="seconds a request may wait for its answer (504 after)")
     return p
 
 

@@ -94,7 +94,7 @@ function render(result) {
     const bg = document.createElementNS(SVG, "rect");
     // the label sits above the box (inside it at the top edge), kept within the image
     const ty = y1 > font * 1.3 ? y1 - font * 0.3 : y1 + font;
-    const labelWidth = label.length * font * 0.6;
+    const labelWidth = label.length * font * 0.62 + font * 0.4;
     const lx = Math.max(0, Math.min(x1, result.width - labelWidth));
     Object.entries({ x: lx, y: ty - font, width: labelWidth, height: font * 1.25, fill: colour, class: "label-bg" })
       .forEach(([k, v]) => bg.setAttribute(k, v));
