@@ -337,4 +337,16 @@ def test_classify_without_a_classifier_is_501(tiny_owlv2, chelsea_path):
     app = create_app(lambda: ServedModels(Detector.from_pretrained(tiny_owlv2)), ServeSettings())
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         expect(post_image(c, chelsea_path, route="/v1/classify", classes="cat"), 501, "classify_unavailable")
-        assert json.loads(c.get("/v1/model").text)["classify_model"] is None
+        model = json.loads(c.get("/v1/model").text)
+        assert model["classify_model"] is None
+        assert model["limits"]["max_batch"] == 1  # the default on a CPU: batching there only adds waiting
+
+
+def test_default_batch_depends_on_the_device():
+    import torch
+
+    assert ServeSettings().batch_for(torch.device("cpu")) == 1
+    assert ServeSettings().batch_for(torch.device("cuda", 0)) == 8
+    assert ServeSettings(max_batch=4).batch_for(torch.device("cpu")) == 4
+    with pytest.raises(ValueError):
+        ServeSettings(max_batch=0)

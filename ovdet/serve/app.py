@@ -123,7 +123,8 @@ class Service:
         try:
             models = self.load()
             models.detector.vocabulary.memory_size = max(models.detector.vocabulary.memory_size, 256)
-            batcher = Batcher(models.detector, models.classifier, max_batch=self.settings.max_batch,
+            batcher = Batcher(models.detector, models.classifier,
+                              max_batch=self.settings.batch_for(models.detector.device),
                               wait_s=self.settings.batch_wait_ms / 1000, max_queue=self.settings.max_queue,
                               metrics=self.metrics)
             batcher.start()
@@ -262,7 +263,7 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
         status, body = service.state()
         if service.models is None:
             raise ApiError(status, body["error"], body["message"])
-        return _describe_model(service.models, settings)
+        return _describe_model(service.models, settings, service.batcher)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict:
@@ -367,7 +368,7 @@ def _jsonable(errors) -> list[dict]:
             for e in errors]
 
 
-def _describe_model(models: ServedModels, settings: ServeSettings) -> dict:
+def _describe_model(models: ServedModels, settings: ServeSettings, batcher: Batcher | None) -> dict:
     from ..runtime import resolve_precision
 
     det = models.detector
@@ -382,7 +383,8 @@ def _describe_model(models: ServedModels, settings: ServeSettings) -> dict:
         "threshold": cfg.threshold,
         "batching": "image_pass" if det.splits_image_pass else "per_vocabulary",
         "classify_model": models.classifier_name,
-        "limits": {"max_batch": settings.max_batch, "batch_wait_ms": settings.batch_wait_ms,
+        "limits": {"max_batch": batcher.max_batch if batcher else settings.batch_for(det.device),
+                   "batch_wait_ms": settings.batch_wait_ms,
                    "max_image_mb": settings.max_image_mb, "max_pixels": settings.max_pixels,
                    "max_classes": settings.max_classes, "max_queue": settings.max_queue, "timeout": settings.timeout},
         "auth": settings.api_key is not None,

@@ -29,7 +29,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer KEY' on /v1/* and /metrics (default: $OVDET_API_KEY)")
     g.add_argument("--classify-model", metavar="M", help="CLIP preset or checkpoint for /v1/classify "
                    "(default: the detector's own CLIP when it is a clip-* preset, else none)")
-    g.add_argument("--max-batch", metavar="B", type=int, default=8, help="images per image-tower pass across requests (default 8)")
+    g.add_argument("--max-batch", metavar="B", type=int,
+                   help="images per image-tower pass across requests (default: 8 on a GPU, 1 on a CPU)")
     g.add_argument("--batch-wait-ms", metavar="W", type=float, default=10.0,
                    help="how long a request waits for others to share its pass (default 10)")
     g.add_argument("--max-image-mb", metavar="N", type=float, default=20.0, help="largest image file (default 20 MB)")

@@ -22,14 +22,15 @@ MB = 1024 * 1024
 class ServeSettings:
     """The server's limits and batching (the `ovdet serve` flags).
 
-    max_batch: images per image-tower pass; batch_wait_ms: how long the first request of a batch
+    max_batch: images per image-tower pass (None: 8 on a GPU, 1 on a CPU, where one image already
+    keeps the cores busy and batching only adds waiting; see tools/bench_serve.py); batch_wait_ms: how long the first request of a batch
     waits for others; max_image_mb: bytes of one uploaded image; max_pixels: width x height of
     one image; max_classes: class names + negatives of one request; max_queue: requests waiting
     for the model before new ones get 503; timeout: seconds a request may wait for its answer
     (504 after); api_key: required as `Authorization: Bearer KEY` on /v1/* and /metrics when set.
     """
 
-    max_batch: int = 8
+    max_batch: int | None = None
     batch_wait_ms: float = 10.0
     max_image_mb: float = 20.0
     max_pixels: int = 50_000_000
@@ -40,13 +41,19 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_pixels", "max_classes", "max_queue"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_image_mb", "timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+
+    def batch_for(self, device) -> int:
+        """The images per pass on `device` (a torch.device): max_batch, or its default."""
+        if self.max_batch is not None:
+            return self.max_batch
+        return 8 if getattr(device, "type", str(device)) == "cuda" else 1
 
     @property
     def max_image_bytes(self) -> int:
