@@ -69,8 +69,21 @@ class Classifier:
         return cls.from_config(resolve_config(model, device=device, **overrides))
 
     @torch.inference_mode()
-    def classify_batch(self, images: Sequence[Any], classes: str | Iterable[str]) -> list[Classification]:
-        """One `Classification` per image (path, PIL image or RGB array).
+    def embed_images(self, images: Sequence[Any]) -> torch.Tensor:
+        """Images (paths, PIL images or RGB arrays) -> (N, D) unit CLIP image embeddings, in
+        passes of `batch_size`; independent of the vocabulary (`classify_embedded` scores them)."""
+        embeds = []
+        for start in range(0, len(images), self.batch_size):
+            arrays = [load_image(im) for im in images[start : start + self.batch_size]]
+            tensors = [torch.from_numpy(a).permute(2, 0, 1).to(self.clip.device) for a in arrays]
+            # CLIP's own preprocessing: shorter side to the input size, centre crop
+            pixels = self.clip.processor.image_processor(images=tensors, return_tensors="pt")["pixel_values"]
+            embeds.append(self.clip.encode_pixels(pixels.to(self.clip.device)))
+        return torch.cat(embeds) if embeds else torch.zeros(0, 0)
+
+    @torch.inference_mode()
+    def classify_embedded(self, image_embeds: torch.Tensor, classes: str | Iterable[str]) -> list[Classification]:
+        """(N, D) embeddings of `embed_images` -> one `Classification` per image.
 
         Probabilities are a softmax over `classes`: relative to each other, so with a single
         class every image gets 1.0 (an `OvdetWarning` says so)."""
@@ -79,16 +92,13 @@ class Classifier:
             # stacklevel 3: past torch's inference_mode wrapper, to the caller
             warnings.warn(ONE_CLASS_WARNING.format(name=names[0]), OvdetWarning, stacklevel=3)
         text = self.vocabulary(names).to(self.clip.device)
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            arrays = [load_image(im) for im in images[start : start + self.batch_size]]
-            tensors = [torch.from_numpy(a).permute(2, 0, 1).to(self.clip.device) for a in arrays]
-            # CLIP's own preprocessing: shorter side to the input size, centre crop
-            pixels = self.clip.processor.image_processor(images=tensors, return_tensors="pt")["pixel_values"]
-            image_embeds = self.clip.encode_pixels(pixels.to(self.clip.device))
-            probs = torch.softmax(self.clip.logit_scale * image_embeds @ text.T, dim=1).cpu().numpy()
-            out += [Classification(p.astype(np.float32), names) for p in probs]
-        return out
+        probs = torch.softmax(self.clip.logit_scale * image_embeds @ text.T, dim=1).cpu().numpy()
+        return [Classification(p.astype(np.float32), names) for p in probs]
+
+    def classify_batch(self, images: Sequence[Any], classes: str | Iterable[str]) -> list[Classification]:
+        """One `Classification` per image (path, PIL image or RGB array)."""
+        validate_vocabulary(classes)  # a bad vocabulary fails before any image is encoded
+        return self.classify_embedded(self.embed_images(images), classes)
 
     def classify(self, image: Any, classes: str | Iterable[str]) -> Classification:
         return self.classify_batch([image], classes)[0]

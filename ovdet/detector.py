@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from . import weights as weights_mod
-from .backends import BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_model_type, model_type_of
+from .backends import (BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_model_type, model_type_of,
+                       splits_image_pass)
+from .cache import TextEmbeddingCache
 from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
 from .errors import ConfigError, ExemplarError, OvdetError, OvdetWarning
@@ -299,6 +301,38 @@ class Detector:
                             lambda cand: self._finalise(cand, names, thr), settings, batch_size,
                             self.config.max_detections, self.config.class_agnostic_nms)
         return dets
+
+    # -- two phases: one image pass for images with different vocabularies (ovdet serve) --------
+    @property
+    def splits_image_pass(self) -> bool:
+        """True when the image pass is independent of the vocabulary (OWL, CLIP regions), so
+        `encode` + `detect_encoded` apply; False for YOLO-World."""
+        return splits_image_pass(self.backend)
+
+    def encode(self, images: Sequence[Any], boxes: Sequence[Any] | None = None) -> list[Any]:
+        """Run the vocabulary-free image pass over `images` (all in one forward pass): one
+        opaque feature object per image for `detect_encoded`. `boxes` as in `detect_batch`."""
+        if not self.splits_image_pass:
+            raise OvdetError(f"backend {self.config.backend!r} encodes images together with the vocabulary; use detect_batch")
+        arrays = [load_image(im) for im in images]
+        if boxes is not None and len(boxes) != len(arrays):
+            raise OvdetError(f"boxes: got {len(boxes)} box lists for {len(arrays)} images")
+        given = None if boxes is None else [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes, arrays)]
+        return self.backend.encode_images(arrays, given)
+
+    def detect_encoded(
+        self,
+        encoded: Sequence[Any],
+        classes: str | Iterable[str],
+        threshold: float | None = None,
+        negatives: str | Iterable[str] | None = None,
+    ) -> list[Detections]:
+        """Score features from `encode` against one vocabulary: equal to `detect_batch` on the
+        same images (thresholds, negatives and post-processing as there)."""
+        names, negs = self._vocabulary(classes, negatives)
+        thr = self._thresholds(names, threshold)
+        cands = self.backend.score(encoded, self.class_embeddings(names + negs))
+        return [self._finalise(c, names, thr) for c in cands]
 
     def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float | torch.Tensor) -> Detections:
         cfg = self.config

@@ -11,7 +11,7 @@ import torch
 from ..config import DetectorConfig
 from ..errors import ConfigError
 from ..weights import locate
-from .base import Backend, RegionScores
+from .base import Backend, RegionScores, TwoPhaseBackend, splits_image_pass
 
 
 def _build_owl(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
@@ -66,4 +66,4 @@ def backend_for_model_type(model_type: str, where: str) -> tuple[str, str]:
     return MODEL_TYPES[model_type]
 
 
-__all__ = ["BUILDERS", "Backend", "RegionScores", "model_type_of", "backend_for_model_type"]
+__all__ = ["BUILDERS", "Backend", "RegionScores", "TwoPhaseBackend", "splits_image_pass", "model_type_of", "backend_for_model_type"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -44,3 +44,23 @@ class Backend(Protocol):
 
         `boxes`, one `Proposals` per image, asks a backend to score given regions instead of
         its own (backends that cannot raise `OvdetError`)."""
+
+
+class TwoPhaseBackend(Backend, Protocol):
+    """A backend whose image pass does not depend on the vocabulary (OWL, CLIP regions), split
+    in two so that a server can encode images that arrive with different vocabularies in one
+    pass and score each against its own class embeddings. `predict(images, e, boxes)` equals
+    `score(encode_images(images, boxes), e)`."""
+
+    def encode_images(self, images: Sequence[np.ndarray], boxes: Sequence[Proposals] | None = None) -> list[Any]:
+        """RGB uint8 (H, W, 3) images -> one vocabulary-free feature object per image (opaque to
+        callers; hand them back to `score` of the same backend, in any grouping)."""
+
+    def score(self, features: Sequence[Any], class_embeds: torch.Tensor) -> list[RegionScores]:
+        """Features of `encode_images` + (C, D) class embeddings -> candidates per image."""
+
+
+def splits_image_pass(backend: Backend) -> bool:
+    """True when `backend` implements the two-phase protocol (YOLO-World fuses the text into
+    its image pass, so it cannot)."""
+    return callable(getattr(backend, "encode_images", None)) and callable(getattr(backend, "score", None))

@@ -12,6 +12,7 @@ Two ways to embed regions:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -70,6 +71,19 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
     out[:] = CLIP_MEAN_RGB
     out[:h, :w] = image
     return out
+
+
+@dataclass(frozen=True)
+class RegionFeatures:
+    """One image's regions, embedded (what `ClipRegionBackend.encode_images` returns).
+
+    proposals: boxes (N, 4) xyxy pixels + objectness (N,); embeds: (N, D) unit CLIP region
+    embeddings; image_size: (height, width).
+    """
+
+    proposals: Proposals
+    embeds: torch.Tensor
+    image_size: tuple[int, int]
 
 
 class ClipRegionBackend:
@@ -145,28 +159,36 @@ class ClipRegionBackend:
         return torch.cat(embed(list(images), regions))
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict(
-        self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes: Sequence[Proposals] | None = None
-    ) -> list[RegionScores]:
+    def encode_images(self, images: Sequence[np.ndarray], boxes: Sequence[Proposals] | None = None) -> list[RegionFeatures]:
+        """Proposals (or the given boxes) and their CLIP embeddings: nothing here depends on the
+        vocabulary."""
         if boxes is None:
             if self.proposer is None:
                 raise OvdetError("this configuration scores given boxes only (proposer: boxes): pass boxes / --boxes")
             boxes = self.proposer.propose(images)
-        regions = [p.boxes.to(self.device) for p in boxes]
         embed = self.embed_crops if self.region_mode == "crop" else self.embed_pooled
-        region_embeds = embed(images, regions)
+        region_embeds = embed(images, [p.boxes.to(self.device) for p in boxes])
+        return [RegionFeatures(p, e, tuple(im.shape[:2])) for im, p, e in zip(images, boxes, region_embeds)]
+
+    def score(self, features: Sequence[RegionFeatures], class_embeds: torch.Tensor) -> list[RegionScores]:
+        """Cosine similarities to (C + K, D) class embeddings -> calibrated scores per region."""
         out = []
-        for image, props, emb in zip(images, boxes, region_embeds):
-            sims = emb @ class_embeds.T.to(emb.dtype)  # (N, C + K) cosine similarities
+        for f in features:
+            sims = f.embeds @ class_embeds.T.to(f.embeds.dtype)  # (N, C + K) cosine similarities
             out.append(
                 RegionScores(
-                    boxes=props.boxes.to(self.device).float(),
-                    scores=self.scorer(sims, props.objectness.to(self.device)),
+                    boxes=f.proposals.boxes.to(self.device).float(),
+                    scores=self.scorer(sims, f.proposals.objectness.to(self.device)),
                     raw=sims,
-                    image_size=tuple(image.shape[:2]),
+                    image_size=f.image_size,
                 )
             )
         return out
+
+    def predict(
+        self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes: Sequence[Proposals] | None = None
+    ) -> list[RegionScores]:
+        return self.score(self.encode_images(images, boxes), class_embeds)
 
 
 def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Proposer | None:

@@ -24,6 +24,7 @@ class head scores target tokens against it exactly as against a text embedding.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -73,6 +74,21 @@ def select_query_token(boxes: torch.Tensor, class_embeds: torch.Tensor, query: t
     keep = (ious >= best - (1.0 - QUERY_IOU_FRACTION) * best.abs()).nonzero()[:, 0]
     mean = class_embeds.float().mean(dim=0)
     return int(keep[(class_embeds[keep].float() @ mean).argmin()])
+
+
+@dataclass(frozen=True)
+class OwlImageFeatures:
+    """One image's vocabulary-free OWL features (what `OwlBackend.encode_images` returns).
+
+    feats: (P, D) fp32 per-token class-head inputs; boxes: (P, 4) xyxy pixels of the original
+    image, clipped; objectness: (P,) in [0, 1] when the scorer fuses it, else None;
+    image_size: (height, width).
+    """
+
+    feats: torch.Tensor
+    boxes: torch.Tensor
+    objectness: torch.Tensor | None
+    image_size: tuple[int, int]
 
 
 class OwlBackend:
@@ -229,24 +245,32 @@ class OwlBackend:
             chosen.append(class_embeds[i, index])
         return F.normalize(torch.stack(chosen), dim=-1)
 
-    def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes=None) -> list[RegionScores]:
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[np.ndarray], boxes=None) -> list[OwlImageFeatures]:
+        """The image tower and box head, once per image whatever the vocabulary."""
         if boxes is not None:
             raise OvdetError("OWL models predict their own boxes; to score given boxes use a CLIP preset (backend: clip)")
-        feats, boxes = self.image_features(self.preprocess(images))
-        logits = self.class_logits(feats, class_embeds)
+        feats, norm_boxes = self.image_features(self.preprocess(images))
         objectness = None
         if self.scorer.objectness_weight:
-            with torch.inference_mode():
-                objectness = torch.sigmoid(self.model.objectness_predictor(feats).float())
+            objectness = torch.sigmoid(self.model.objectness_predictor(feats).float())
         out = []
         for i, image in enumerate(images):
             h, w = image.shape[:2]
-            out.append(
-                RegionScores(
-                    boxes=self.to_pixels(boxes[i], h, w),
-                    scores=self.scorer.fuse(torch.sigmoid(logits[i]), None if objectness is None else objectness[i]),
-                    raw=logits[i],
-                    image_size=(h, w),
-                )
-            )
+            out.append(OwlImageFeatures(feats[i], self.to_pixels(norm_boxes[i], h, w),
+                                        None if objectness is None else objectness[i], (h, w)))
         return out
+
+    def score(self, features: Sequence[OwlImageFeatures], class_embeds: torch.Tensor) -> list[RegionScores]:
+        """The class head against (C, D) class embeddings, for features of `encode_images`."""
+        if not features:
+            return []
+        logits = self.class_logits(torch.stack([f.feats for f in features]), class_embeds)
+        return [
+            RegionScores(boxes=f.boxes, scores=self.scorer.fuse(torch.sigmoid(logits[i]), f.objectness),
+                         raw=logits[i], image_size=f.image_size)
+            for i, f in enumerate(features)
+        ]
+
+    def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes=None) -> list[RegionScores]:
+        return self.score(self.encode_images(images, boxes), class_embeds)

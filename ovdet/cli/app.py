@@ -25,6 +25,7 @@ from ..calibrate import command as calibrate_command
 from ..eval import command as eval_command
 from ..explain import command as explain_command
 from ..label import command as label_command
+from ..serve import command as serve_command
 from ..video import command as video_command
 from . import classify as classify_command
 from . import detect as detect_command
@@ -41,6 +42,7 @@ SUBCOMMANDS = {
     "audit": audit_command,
     "label": label_command,
     "calibrate": calibrate_command,
+    "serve": serve_command,
     "weights": weights_command,
 }
 
