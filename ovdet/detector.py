@@ -9,23 +9,24 @@ from __future__ import annotations
 import difflib
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from . import weights as weights_mod
 from .backends import BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_model_type, model_type_of
 from .cache import TextEmbeddingCache
 from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
 from .errors import ConfigError, OvdetError
+from .export.manifest import export_config, is_export_dir
 from .io import load_image
 from .postprocess import select_detections
-from .proposers import given_boxes
-from .runtime import resolve_device, resolve_precision
 from .scoring import drop_negatives
 from .structures import Detections
 from .text import VocabularyEncoder, resolve_templates, validate_vocabulary
+
+if TYPE_CHECKING:  # torch loads with a torch backend; an ONNX export runs without it
+    import torch
 
 
 def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
@@ -41,6 +42,8 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
         return load_config(text, **overrides)
     if path.suffix == ".pt":  # an ultralytics checkpoint: YOLO-World settings
         return load_config("yolo-world-s", **{"name": "", "weights": text, "description": "", **overrides})
+    if path.is_dir() and is_export_dir(path):  # `ovdet export` output: its manifest has the settings
+        return load_config(export_config(path), **{"weights": str(path), **overrides})
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{path} is a folder without config.json: not a checkpoint saved with save_pretrained")
@@ -79,13 +82,21 @@ class Detector:
         self._warned: set[str] = set()  # class-threshold names already reported as unknown
         cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
         # resolved through the backend at call time, so tests and tools may wrap encode_text
-        self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache)
+        self.numpy = bool(getattr(backend, "numpy_arrays", False))  # ONNX backends: numpy, no torch
+        self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache,
+                                            numpy=self.numpy)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: DetectorConfig) -> "Detector":
         if config.backend not in BUILDERS:
             raise ConfigError(f"unknown backend {config.backend!r} (available: {', '.join(BUILDERS)})")
+        if is_export_dir(config.weights):
+            from .onnx_runtime import load_export
+
+            return cls(load_export(config), config)
+        from .runtime import resolve_device, resolve_precision
+
         device = resolve_device(config.device)
         dtype = resolve_precision(config.precision, device)
         return cls(BUILDERS[config.backend](config, device, dtype), config)
@@ -110,7 +121,8 @@ class Detector:
     def class_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """(C, D) unit embeddings of the class names (template ensemble), computed once per
         vocabulary: kept in memory, and on disk when `cache_text` is on."""
-        return self.vocabulary(names).to(self.device)
+        embeds = self.vocabulary(names)
+        return embeds if self.numpy else embeds.to(self.device)
 
     def _vocabulary(self, classes, negatives) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Validated (class names, negative prompts); a negative may not repeat a class."""
@@ -141,7 +153,12 @@ class Detector:
             hint = f" (did you mean {vocab[close[0]]!r}?)" if close else ""
             warnings.warn(f"class_thresholds: {key!r} is not in the vocabulary{hint}; its threshold is unused",
                           stacklevel=3)
-        return torch.tensor([by_key.get(n.casefold(), thr) for n in names], device=self.device)
+        values = [by_key.get(n.casefold(), thr) for n in names]
+        if self.numpy:
+            return np.asarray(values, np.float32)
+        import torch
+
+        return torch.tensor(values, device=self.device)
 
     # -- detection ----------------------------------------------------------------------------
     def detect(
@@ -194,6 +211,8 @@ class Detector:
             arrays = [load_image(im) for im in images[start : start + size]]
             given = None
             if boxes is not None:
+                # ONNX backends check boxes in numpy; `proposers` would load torch
+                given_boxes = getattr(self.backend, "given_boxes", None) or _torch_given_boxes()
                 given = [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes[start : start + size], arrays)]
             for cand in self.backend.predict(arrays, class_embeds, given):
                 results.append(self._finalise(cand, names, thr))
@@ -218,12 +237,12 @@ class Detector:
         )
         raw = cand.raw[:, :c][sel.index, sel.class_ids]
         return Detections(
-            xyxy=cand.boxes[sel.index].cpu().numpy(),
-            scores=sel.scores.cpu().numpy(),
-            class_ids=sel.class_ids.cpu().numpy().astype(np.int64),
+            xyxy=_numpy(cand.boxes[sel.index]),
+            scores=_numpy(sel.scores),
+            class_ids=_numpy(sel.class_ids).astype(np.int64),
             class_names=names,
             image_size=cand.image_size,
-            raw_scores=raw.float().cpu().numpy(),
+            raw_scores=_numpy(raw).astype(np.float32),
         )
 
     # -- video --------------------------------------------------------------------------------
@@ -237,3 +256,17 @@ class Detector:
         from .video.stream import stream
 
         return stream(self, source, classes, track=track, every=every, **options)
+
+
+def _numpy(values) -> np.ndarray:
+    """A torch tensor (any device) or numpy array as a numpy array."""
+    if isinstance(values, np.ndarray):
+        return values
+    values = values.detach().cpu()
+    return (values.float() if values.is_floating_point() else values).numpy()  # bf16 has no numpy twin
+
+
+def _torch_given_boxes():
+    from .proposers import given_boxes
+
+    return given_boxes
