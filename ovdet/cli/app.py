@@ -18,6 +18,7 @@ from ..audit import command as audit_command
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, OvdetError
 from ..eval import command as eval_command
 from ..explain import command as explain_command
+from ..export import command as export_command
 from ..video import command as video_command
 from . import classify as classify_command
 from . import detect as detect_command
@@ -32,6 +33,7 @@ SUBCOMMANDS = {
     "video": video_command,
     "explain": explain_command,
     "audit": audit_command,
+    "export": export_command,
     "weights": weights_command,
 }
 
