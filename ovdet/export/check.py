@@ -40,7 +40,7 @@ def compare(torch_detector, export_detector, image: np.ndarray, classes: Sequenc
         "torch_detections": float(len(td)),
         "export_detections": float(len(od)),
     }
-    if len(td) == len(od):
+    if len(td) == len(od) and (td.class_ids == od.class_ids).all():  # same ranking: compare row by row
         out["detection_scores"] = _max_diff(td.scores, od.scores)
         out["detection_boxes_px"] = _max_diff(td.xyxy, od.xyxy)
     return out

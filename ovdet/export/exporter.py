@@ -10,7 +10,6 @@ tokenizer files, read with the `tokenizers` library) and `manifest.json`.
 
 from __future__ import annotations
 
-import copy
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, NOT_EXPORTED, write_mani
 
 SUPPORTED = ("OWL-ViT and OWLv2 presets, and CLIP region presets in crop mode with the owlv2, windows or boxes "
              "proposer")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+PRECISIONS = ("fp32", "fp16")
 
 
 class ExportError(OvdetError):
@@ -84,28 +83,25 @@ def _example_text(tokenizer, pad_to: str) -> tuple[torch.Tensor, torch.Tensor]:
     return tok["input_ids"], tok["attention_mask"]
 
 
-def _lowered(model, towers: Callable, dtype: torch.dtype):
-    """A copy of `model` with `towers(copy)` cast to `dtype` (the original is left in fp32)."""
-    if dtype == torch.float32:
-        return model
-    from ..runtime import lower_precision
+def to_fp16(path: Path) -> None:
+    """Rewrite an fp32 graph in float16, its inputs and outputs kept float32 (onnxruntime's
+    converter). Tracing the towers in half precision instead gave graphs with mixed-type
+    LayerNorms that onnxruntime refuses."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = copy.deepcopy(model)
-    lower_precision(towers(model), dtype)
-    return model
+    onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(path))
 
 
-def _export_owl(backend, out: Path, dtype: torch.dtype, opset: int, say: Callable[[str], None]) -> dict:
+def _export_owl(backend, out: Path, opset: int, say: Callable[[str], None]) -> dict:
     model = backend.model
     clip_attr = "owlv2" if hasattr(model, "owlv2") else "owlvit"
-    model = _lowered(model, lambda m: [getattr(m, clip_attr).vision_model, getattr(m, clip_attr).text_model,
-                                       getattr(m, clip_attr).text_projection, m.layer_norm], dtype)
     pads = backend.pads_to_square
     pre = _image_preprocess(backend.processor.image_processor, "padded_square" if pads else "square_resize")
     objectness = hasattr(model, "objectness_predictor")
     pixels = torch.zeros(1, 3, pre["size"], pre["size"])
     say("image tower")
-    image_graph = OwlImageGraph(model, dtype, objectness=objectness)
+    image_graph = OwlImageGraph(model, objectness=objectness)
     with torch.no_grad():
         feats = image_graph(pixels)[0]
     p, d = feats.shape[1:]
@@ -133,15 +129,14 @@ def _export_owl(backend, out: Path, dtype: torch.dtype, opset: int, say: Callabl
             "tokenizer": _tokenizer(backend.processor.tokenizer, out, pad_to)}
 
 
-def _export_clip(backend, cfg: DetectorConfig, out: Path, dtype: torch.dtype, opset: int,
-                 say: Callable[[str], None]) -> dict:
+def _export_clip(backend, cfg: DetectorConfig, out: Path, opset: int, say: Callable[[str], None]) -> dict:
     clip = backend.clip
-    model = _lowered(clip.model, lambda m: [m.vision_model, m.text_model, m.visual_projection, m.text_projection], dtype)
+    model = clip.model
     pre = _image_preprocess(clip.processor.image_processor, "square_resize")
     pre["size"] = clip.image_size  # crops are squares resized straight to the tower's input
     side = pre["size"]
     say("image tower")
-    graph = ClipImageGraph(model, dtype)
+    graph = ClipImageGraph(model)
     with torch.no_grad():
         dim = graph(torch.zeros(1, 3, side, side)).shape[1]
     image = export_graph(graph, [torch.zeros(2, 3, side, side)], out / "image.onnx",
@@ -157,10 +152,9 @@ def _export_clip(backend, cfg: DetectorConfig, out: Path, dtype: torch.dtype, op
     if cfg.proposer == "owlv2":
         owl = backend.proposer.owl
         say("OWLv2 proposer")
-        owl_model = _lowered(owl.model, lambda m: [m.owlv2.vision_model, m.layer_norm], dtype)
         ppre = _image_preprocess(owl.processor.image_processor, "padded_square")
         s = ppre["size"]
-        graph = OwlImageGraph(owl_model, dtype, objectness=True, feats=False)
+        graph = OwlImageGraph(owl.model, objectness=True, feats=False)
         with torch.no_grad():
             p = graph(torch.zeros(1, 3, s, s))[0].shape[1]
         graphs["proposer"] = export_graph(graph, [torch.zeros(1, 3, s, s)], out / "proposer.onnx",
@@ -196,17 +190,20 @@ def export_detector(model: str, out: Path, opset: int = 17, precision: str = "fp
     start = time.perf_counter()
     say(f"loading {model}")
     det = Detector.from_config(cfg.replace(device="cpu", precision="fp32", compile=False, cache_text=False))
-    dtype = PRECISIONS[precision]
     backend = det.backend
     if cfg.backend == "owl":
-        body = _export_owl(backend, out, dtype, opset, say)
+        body = _export_owl(backend, out, opset, say)
         source_path = Path(backend.identity.split("|")[0])
         settings = cfg.to_dict()
     else:
-        body = _export_clip(backend, cfg, out, dtype, opset, say)
+        body = _export_clip(backend, cfg, out, opset, say)
         source_path = Path(backend.identity.split("|")[0])
         # the scorer's resolved temperature: "0 = the model's own" needs the model to resolve
         settings = {**cfg.to_dict(), "logit_scale": backend.scorer.logit_scale}
+    if precision == "fp16":
+        say("converting to fp16")
+        for graph in body["graphs"].values():
+            to_fp16(out / graph["file"])
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

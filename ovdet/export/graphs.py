@@ -2,9 +2,8 @@
 
 Each graph is a thin wrapper around the transformers model's own submodules, so the export
 computes what ovdet's torch path computes (`OwlBackend.image_features` / `class_logits` /
-`encode_text`, `ClipModel.encode_pixels` / `encode_text`). With `dtype` float16 the towers run
-in half precision inside the graph; inputs and outputs stay float32, and the box, logit and
-objectness layers stay float32 as on ovdet's reduced-precision torch path.
+`encode_text`, `ClipModel.encode_pixels` / `encode_text`), in fp32 (fp16 exports convert the
+saved graphs: `exporter.to_fp16`).
 """
 
 from __future__ import annotations
@@ -26,17 +25,17 @@ class OwlImageGraph(torch.nn.Module):
     """pixel_values (B, 3, S, S) -> image_feats (B, P, D), boxes (B, P, 4) normalised cxcywh
     [, objectness (B, P) probabilities in [0, 1] (OWLv2)]."""
 
-    def __init__(self, model, dtype: torch.dtype = torch.float32, objectness: bool = False, feats: bool = True):
+    def __init__(self, model, objectness: bool = False, feats: bool = True):
         super().__init__()
-        self.model, self.dtype, self.objectness, self.feats = model, dtype, objectness, feats
+        self.model, self.objectness, self.feats = model, objectness, feats
 
     def forward(self, pixel_values: torch.Tensor):
-        feature_map = self.model.image_embedder(pixel_values=pixel_values.to(self.dtype))[0].float()
+        feature_map = self.model.image_embedder(pixel_values=pixel_values)[0]
         b, h, w, d = feature_map.shape
         feats = feature_map.reshape(b, h * w, d)
         out = ((feats,) if self.feats else ()) + (self.model.box_predictor(feats, feature_map),)
         if self.objectness:
-            out += (torch.sigmoid(self.model.objectness_predictor(feats).float()),)
+            out += (torch.sigmoid(self.model.objectness_predictor(feats)),)
         return out
 
 
@@ -50,7 +49,7 @@ class OwlClassGraph(torch.nn.Module):
 
     def forward(self, image_feats: torch.Tensor, class_embeds: torch.Tensor):
         queries = class_embeds[None].expand(image_feats.shape[0], -1, -1)
-        return self.model.class_predictor(image_feats, queries, None)[0].float()
+        return self.model.class_predictor(image_feats, queries, None)[0]
 
 
 class TextGraph(torch.nn.Module):
@@ -62,19 +61,19 @@ class TextGraph(torch.nn.Module):
         self.clip, self.normalise = clip_like, normalise
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        feats = _pooled(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)).float()
+        feats = _pooled(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
         return F.normalize(feats, dim=-1) if self.normalise else feats
 
 
 class ClipImageGraph(torch.nn.Module):
     """pixel_values (B, 3, S, S) at CLIP's input size -> image_embeds (B, D), unit length."""
 
-    def __init__(self, clip_model, dtype: torch.dtype = torch.float32):
+    def __init__(self, clip_model):
         super().__init__()
-        self.clip, self.dtype = clip_model, dtype
+        self.clip = clip_model
 
     def forward(self, pixel_values: torch.Tensor):
-        return F.normalize(_pooled(self.clip.get_image_features(pixel_values=pixel_values.to(self.dtype))).float(), dim=-1)
+        return F.normalize(_pooled(self.clip.get_image_features(pixel_values=pixel_values)), dim=-1)
 
 
 def export_graph(module: torch.nn.Module, example: Sequence[torch.Tensor], path: Path, inputs: dict[str, list],
