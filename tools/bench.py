@@ -7,6 +7,7 @@ ovdet, reference, ...), and reports medians and ratios.
 
     python tools/bench.py                     # everything, CPU, 2 threads
     python tools/bench.py --only owl,peak --reps 5 --json bench.json
+    python tools/bench.py --only onnx         # onnxruntime (an `ovdet export`) vs torch bf16/fp32
     python tools/bench.py --device cuda --only owl --owl owlv2-b16 --batch 16   # on a GPU
 
 Sections:
@@ -19,6 +20,8 @@ Sections:
           interleaved with the forward and, with `peak` in --only, on its own
   clip    CLIP region scoring of 100 boxes: ovdet crop (batched) and pooled paths vs scoring
           each crop alone with transformers' CLIPModel
+  onnx    the same OWL detection through an `ovdet export` folder on onnxruntime (CPU, fp32 graphs,
+          numpy pre/post-processing) vs ovdet's torch path in bf16 and fp32, interleaved
   cache   embedding a 1,203-class vocabulary with the 12-template ensemble, then again
   memory  RSS growth over many images (--memory-images)
 """
@@ -206,6 +209,30 @@ def bench_owl(args, work: Path) -> dict:
     return out
 
 
+def bench_onnx(args, work: Path) -> dict:
+    from ovdet import Detector
+    from ovdet.export.exporter import export_detector
+
+    folder = work / args.owl
+    if not folder.exists():
+        save_owl(args.owl, folder)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # onnxruntime's intra-op threads (ovdet reads it)
+    start = time.perf_counter()
+    export_detector(str(folder), work / f"{args.owl}-onnx")
+    export_seconds = time.perf_counter() - start
+    image = test_image()
+    kw = dict(device="cpu", cache_text=False)
+    dets = {"onnxruntime_fp32": Detector.from_pretrained(str(work / f"{args.owl}-onnx"), **kw),
+            "ovdet_torch_bf16": Detector.from_pretrained(str(folder), precision="bf16", **kw),
+            "ovdet_torch_fp32": Detector.from_pretrained(str(folder), precision="fp32", **kw)}
+    secs = interleaved({k: (lambda d=d: d.detect(image, CLASSES20)) for k, d in dets.items()}, args.reps, args.device)
+    out = {f"{k}_images_per_s": 1 / v for k, v in secs.items()}
+    out.update(architecture=args.owl, classes=len(CLASSES20), image="640x480", export_seconds=export_seconds,
+               onnx_over_torch_bf16=secs["ovdet_torch_bf16"] / secs["onnxruntime_fp32"],
+               onnx_over_torch_fp32=secs["ovdet_torch_fp32"] / secs["onnxruntime_fp32"])
+    return out
+
+
 # -- CLIP regions -----------------------------------------------------------------------------
 def bench_clip(args, work: Path) -> dict:
     import torch.nn.functional as F
@@ -309,7 +336,7 @@ def bench_memory(args, work: Path) -> dict:
                 images_per_s=args.memory_images / (time.perf_counter() - t))
 
 
-SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory}
+SECTIONS = {"peak": None, "owl": bench_owl, "onnx": bench_onnx, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory}
 
 
 def main(argv=None) -> int:
