@@ -32,13 +32,14 @@ def clip_owl_config(tmp_path_factory, tiny_clip, tiny_owlv2) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, tiny_owlvit, tiny_owlv2, clip_owl_config) -> dict[str, tuple[str, Path]]:
+def exports(tmp_path_factory, tiny_owlvit, tiny_owlv2, clip_owl_config, tiny_clip) -> dict[str, tuple[str, Path]]:
     """{name: (torch model, export folder)}; OWL-ViT goes through the CLI, the rest through the API."""
     base = tmp_path_factory.mktemp("exports")
     out = {"owlvit": (str(tiny_owlvit), base / "owlvit"), "owlv2": (str(tiny_owlv2), base / "owlv2"),
-           "clip-owlv2": (str(clip_owl_config), base / "clip-owlv2")}
+           "clip-owlv2": (str(clip_owl_config), base / "clip-owlv2"),
+           "clip-windows": (str(tiny_clip), base / "clip-windows")}  # a bare CLIP folder: sliding windows
     assert main(["export", "--model", out["owlvit"][0], "--out", str(out["owlvit"][1])]) == 0
-    for name in ("owlv2", "clip-owlv2"):
+    for name in ("owlv2", "clip-owlv2", "clip-windows"):
         export_detector(out[name][0], out[name][1])
     return out
 
@@ -60,7 +61,7 @@ def assert_same_detections(exported, reference):
     assert exported.image_size == reference.image_size
 
 
-@pytest.mark.parametrize("name", ["owlvit", "owlv2", "clip-owlv2"])
+@pytest.mark.parametrize("name", ["owlvit", "owlv2", "clip-owlv2", "clip-windows"])
 def test_export_detections_equal_torch_fp32_for_any_vocabulary(exports, images, name):
     model, folder = exports[name]
     kw = dict(device="cpu", cache_text=False, threshold=0.0, nms_iou=0.3)

@@ -20,7 +20,6 @@ import torch
 from .. import __version__
 from ..config import DetectorConfig
 from ..errors import OvdetError
-from ..weights import checkpoint_identity
 from .graphs import ClipImageGraph, OwlClassGraph, OwlImageGraph, TextGraph, export_graph
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, NOT_EXPORTED, write_manifest
 
@@ -193,11 +192,9 @@ def export_detector(model: str, out: Path, opset: int = 17, precision: str = "fp
     backend = det.backend
     if cfg.backend == "owl":
         body = _export_owl(backend, out, opset, say)
-        source_path = Path(backend.identity.split("|")[0])
         settings = cfg.to_dict()
     else:
         body = _export_clip(backend, cfg, out, opset, say)
-        source_path = Path(backend.identity.split("|")[0])
         # the scorer's resolved temperature: "0 = the model's own" needs the model to resolve
         settings = {**cfg.to_dict(), "logit_scale": backend.scorer.logit_scale}
     if precision == "fp16":
@@ -209,7 +206,8 @@ def export_detector(model: str, out: Path, opset: int = 17, precision: str = "fp
         "format_version": FORMAT_VERSION,
         "ovdet_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"source": str(model), "identity": checkpoint_identity(source_path) if source_path.is_dir() else backend.identity,
+        # the checkpoint identity (path, sizes, mtimes) of the main model, as torch caches use it
+        "model": {"source": str(model), "identity": backend.identity,
                   "model_type": body.pop("model_type")},
         "precision": precision,
         "opset": opset,

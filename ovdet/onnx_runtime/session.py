@@ -50,7 +50,8 @@ class Runner:
     def __init__(self, folder: Path, manifest: dict, device: str = "auto"):
         self.folder, self.manifest = folder, manifest
         self.providers = providers_for(device)
-        self.device = "cuda" if "CUDAExecutionProvider" in [p if isinstance(p, str) else p[0] for p in self.providers][:1] else "cpu"
+        first = self.providers[0] if isinstance(self.providers[0], str) else self.providers[0][0]
+        self.device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
         self._sessions: dict = {}
         self.tokenizer = PromptTokenizer(folder, manifest["tokenizer"])
         text = folder / manifest["graphs"]["text"]["file"]
