@@ -58,7 +58,7 @@ def _local_candidates(name: str, weights: str) -> list[tuple[Path, str]]:
     candidates: list[tuple[Path, str]] = []
     if weights and (Path(weights).expanduser().exists() or not looks_like_hub_id(weights)):
         candidates.append((Path(weights).expanduser(), "path"))
-    names = ([name] if name else []) + _aliases(weights, exclude=name)
+    names = ([name] if name else []) + aliases(weights, exclude=name)
     env = os.environ.get("OVDET_WEIGHTS")
     for n in names:
         candidates += [(d / n, "weights/") for d in weights_dirs()]
@@ -67,7 +67,7 @@ def _local_candidates(name: str, weights: str) -> list[tuple[Path, str]]:
     return candidates
 
 
-def _aliases(weights: str, exclude: str = "") -> list[str]:
+def aliases(weights: str, exclude: str = "") -> list[str]:
     """Other folder names under weights/ that may hold the hub id `weights`: every preset
     whose main checkpoint it is (so `ovdet weights download owlv2-b16` also serves presets
     that use OWLv2 as their proposer), then the hub id's last part."""
@@ -137,37 +137,6 @@ def fetch(repo_id: str, local_dir: Path | None = None) -> Path:
     if not is_checkpoint_dir(path):
         raise WeightsNotFoundError(f"{repo_id} has no config.json: is it a transformers checkpoint?")
     return path
-
-
-def download_preset(cfg, root: Path, main_dir: Path | None = None) -> list[tuple[str, Path]]:
-    """Download every checkpoint a preset needs into `root` (a `weights/` folder).
-
-    The main checkpoint goes to `root/<preset>/` (or `main_dir`); hub-hosted components
-    (proposer, separate text tower) to the folder of the preset that owns them, or their hub
-    id's last part, where `locate` looks for them. YOLO files are fetched by ultralytics.
-    Returns (what, where) pairs. Raises `WeightsNotFoundError` with one line on failure.
-    """
-    jobs = [(cfg.weights, main_dir or root / cfg.name)]
-    for component in (cfg.proposer_weights, cfg.text_weights):
-        if component and looks_like_hub_id(component):
-            jobs.append((component, root / (_aliases(component) or [component.split("/")[-1]])[0]))
-        elif component.endswith(".pt"):
-            jobs.append((component, root / component))
-    done = []
-    for source, dest in jobs:
-        try:
-            if source.endswith(".pt"):  # an ultralytics release asset, e.g. yolov8s-worldv2.pt
-                from .backends.yolo import download_yolo_asset
-
-                # weights/<file>.pt, where find_yolo_weights looks (or the --to folder)
-                done.append((source, download_yolo_asset(source, main_dir if source == cfg.weights and main_dir else root)))
-            else:
-                done.append((source, fetch(source, local_dir=dest)))
-        except WeightsNotFoundError:
-            raise
-        except Exception as exc:  # network and hub errors come in many types
-            raise WeightsNotFoundError(f"cannot download {source} to {dest}: {first_line(exc)}") from exc
-    return done
 
 
 def checkpoint_identity(path: Path) -> str:

@@ -82,7 +82,9 @@ def test_download_layout_is_where_lookup_finds_it(isolated, monkeypatch, tiny_ow
 
     monkeypatch.setattr(wmod, "fetch", fake_fetch)
     cfg = load_config("clip-b32-owlv2-proposals")
-    done = wmod.download_preset(cfg, isolated / "weights")
+    from ovdet.downloads import download_preset
+
+    done = download_preset(cfg, isolated / "weights")
     assert fetched == ["openai/clip-vit-base-patch32", "google/owlv2-base-patch16-ensemble"]
     assert [p for _, p in done] == [isolated / "weights" / cfg.name, isolated / "weights" / "owlv2-b16"]
     assert wmod.locate(cfg.name, cfg.weights).path == isolated / "weights" / cfg.name

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,18 @@ def test_yolo_proposer_rejects_classifiers(tmp_path):
 
 
 # -- weights and the offline guard ----------------------------------------------------------------
+
+
+def test_weights_lookup_does_not_import_the_yolo_backends():
+    """ovdet.weights sits below the YOLO file lookup (no import circle); ultralytics stays
+    unimported until a YOLO model is used."""
+    code = (
+        "import sys, ovdet.weights, ovdet.downloads, ovdet.backends.yolo; "
+        "import ast, inspect; src = inspect.getsource(ovdet.weights); "
+        "assert not [n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and 'backends' in (n.module or '')]; "
+        "assert 'ultralytics' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
 
 
 def test_find_yolo_weights_missing_is_one_line(tmp_path, monkeypatch):

@@ -37,7 +37,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import AuditReport, read_groups, rows_from, summarise
+    from .groups import read_groups
+    from .report import AuditReport
+    from .summary import rows_from, summarise
     from ..classify import Classifier
     from ..cli.options import ImageBatches, config_overrides, read_vocabulary
     from ..detector import resolve_config

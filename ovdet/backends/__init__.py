@@ -29,7 +29,7 @@ def _build_clip(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -
 
 
 def _build_yolo_world(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
-    from .yolo import build_yolo_world  # imported lazily: ultralytics is slow to import
+    from .yolo.world import build_yolo_world  # imported lazily: ultralytics is slow to import
 
     return build_yolo_world(cfg, device, dtype)
 

@@ -123,7 +123,7 @@ def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype
     if cfg.proposer == "windows":
         return WindowProposer()
     if cfg.proposer == "yolo":
-        from .yolo import build_yolo_proposer
+        from .yolo.proposer import build_yolo_proposer
 
         return build_yolo_proposer(cfg, device)
     if cfg.proposer == "boxes":

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 try:
                     if weights.endswith(".pt"):  # an ultralytics file, not a transformers folder
-                        from ..backends.yolo import find_yolo_weights
+                        from ..backends.yolo.files import find_yolo_weights
 
                         found.append(f"{part}{find_yolo_weights(weights, preset=cfg.name if not part else '')}")
                     else:
@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if wmod.offline():
         raise WeightsNotFoundError(f"cannot download {cfg.weights}: HF_HUB_OFFLINE=1 is set; unset it on a machine with internet")
     root = args.to.parent if args.to else wmod.weights_dirs()[0]
-    for source, path in wmod.download_preset(cfg, root, main_dir=args.to):
+    from ..downloads import download_preset
+
+    for source, path in download_preset(cfg, root, main_dir=args.to):
         print(f"stored {source} in {path}")
     print(f"copy {root}/ to weights/ beside ovdet (or point $OVDET_WEIGHTS at it) on the offline machine")
     return EXIT_OK
