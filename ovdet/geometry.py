@@ -150,6 +150,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | 
         (K,) int64 indices of the kept boxes, highest score first.
     """
     boxes = np.asarray(boxes, np.float32)
+    if groups is not None and len(boxes) <= 4000:
+        # torchvision's batched_nms on CPUs up to 4,000 boxes: groups moved apart by offsetting
+        # the coordinates, then one NMS. The offset changes float32 rounding of the IoUs, and
+        # boxes at an IoU right at the threshold (sliding windows) are kept or dropped as there
+        offsets = groups.astype(np.float32) * (boxes.max() + np.float32(1))
+        boxes, groups = boxes + offsets[:, None], None
     order = np.argsort(-np.asarray(scores), kind="stable")
     suppressed = np.zeros(len(boxes), bool)
     keep = []
@@ -161,6 +167,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | 
         if groups is not None:
             rest &= groups == groups[i]
         cand = np.nonzero(rest)[0]
-        over = cand[box_iou(boxes[i], boxes[cand]) > iou]
+        # float32 IoU against the float64 threshold, as torchvision's kernel compares: an IoU
+        # of float32(0.3) is above 0.3 (numpy would compare in float32 and call it equal)
+        over = cand[box_iou(boxes[i], boxes[cand]).astype(np.float64) > float(iou)]
         suppressed[over] = True
     return np.asarray(keep, dtype=np.int64)

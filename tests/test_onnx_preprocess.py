@@ -55,3 +55,17 @@ def test_numpy_nms_equals_torchvision(rng):
     for iou in (0.3, 0.5, 0.7):
         want = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), iou).numpy()
         np.testing.assert_array_equal(nms(boxes, scores, iou, groups), want)
+
+
+def test_numpy_nms_decides_ties_at_the_threshold_as_torchvision():
+    """IoU exactly float32(0.3) (sliding windows produce such pairs) is above a 0.3 threshold
+    for torchvision, which compares in float64; and group offsets round as its batched_nms."""
+    from torchvision.ops import batched_nms
+
+    boxes = np.array([[0, 0, 160, 300], [0, 0, 48, 300], [10, 10, 60, 60], [10, 10, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    groups = np.array([0, 0, 1, 2])
+    for iou in (0.3, 0.5):
+        want = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), iou).numpy()
+        np.testing.assert_array_equal(nms(boxes, scores, iou, groups), want)
+    assert nms(boxes, scores, 0.3, groups).tolist() == [0, 2, 3]

@@ -66,6 +66,9 @@ class Runner:
             options = ort.SessionOptions()
             options.intra_op_num_threads = cpu_threads()
             options.log_severity_level = 3  # warnings about unused initialisers etc. are noise here
+            # idle workers sleep instead of spinning: spinning threads steal the CPU from the
+            # image-reading thread, from torch in the same process and from other processes
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             path = self.folder / self.manifest["graphs"][name]["file"]
             if not path.is_file():
                 raise ConfigError(f"{path} is missing: the export folder is incomplete (export again)")
