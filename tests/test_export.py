@@ -253,3 +253,9 @@ def test_fp16_export_runs_close_to_fp32(exports, tmp_path, images):
     embeds = full.class_embeddings(tuple(VOCABULARIES[0]))
     got, want = half.predict(images[:1], embeds)[0], full.backend.predict(images[:1], embeds)[0]
     assert np.abs(got.scores - want.scores).max() < 0.01 and np.abs(got.boxes - want.boxes).max() < 2.0
+
+
+def test_commands_that_need_torch_models_say_so_for_an_export(exports, chelsea_path, capsys):
+    rc = main(["classify", str(chelsea_path), "--classes", "cat,dog", "--model", str(exports["clip-windows"][1])])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "is an ONNX export" in err

@@ -89,11 +89,11 @@ class OnnxClipRegionBackend:
     def embed_crops(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per image (N_i, 4) xyxy boxes -> per image (N_i, D) unit embeddings."""
         crops = [c for image, b in zip(images, boxes) for c in square_crops(image, b, self.crop_context)]
-        size = self.runner.manifest["preprocess"]
+        pre = self.runner.manifest["preprocess"]
         dim = self.runner.manifest["graphs"]["image"]["outputs"]["image_embeds"][1]
         parts = [np.zeros((0, dim), np.float32)]
         for start in range(0, len(crops), CROP_BATCH):
-            pixels = square_resize_pixels(crops[start : start + CROP_BATCH], size["size"], size["mean"], size["std"])
+            pixels = square_resize_pixels(crops[start : start + CROP_BATCH], pre["size"], pre["mean"], pre["std"])
             parts.append(self.runner.run("image", pixel_values=pixels)[0])
         flat = np.concatenate(parts)
         return np.split(flat, np.cumsum([len(b) for b in boxes])[:-1])
