@@ -39,23 +39,28 @@ class EmbeddingCache:
     def __init__(self, directory: Path | None = None):
         self.directory = (directory or default_cache_dir()) / self.subfolder
 
-    def load(self, key: str) -> torch.Tensor | None:
+    def load(self, key: str, numpy: bool = False) -> torch.Tensor | np.ndarray | None:
+        """The (C, D) float32 embeddings under `key` (a torch tensor, or a numpy array with
+        `numpy`), or None when absent or unreadable."""
         path = self.directory / f"{key}.npy"
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError):  # absent, or a damaged file: recompute
             return None
+        if numpy:
+            return array
         import torch
 
         return torch.from_numpy(array)
 
-    def save(self, key: str, embeds: torch.Tensor) -> None:
+    def save(self, key: str, embeds: torch.Tensor | np.ndarray) -> None:
         tmp = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.directory)
             with os.fdopen(fd, "wb") as fh:
-                np.save(fh, embeds.detach().float().cpu().numpy(), allow_pickle=False)
+                array = embeds if isinstance(embeds, np.ndarray) else embeds.detach().float().cpu().numpy()
+                np.save(fh, array.astype(np.float32), allow_pickle=False)
             os.replace(tmp, self.directory / f"{key}.npy")
         except OSError:  # a read-only or full disk only costs a recomputation next time
             if tmp is not None:

@@ -10,27 +10,26 @@ import dataclasses
 import difflib
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from . import weights as weights_mod
 from .backends import (BUILDERS, MODEL_TYPES, Backend, RegionScores, backend_for_model_type, model_type_of,
                        splits_image_pass)
-from .cache import TextEmbeddingCache
 from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .config import DetectorConfig, load_class_thresholds, load_config, preset_names
 from .errors import ConfigError, ExemplarError, OvdetError, OvdetWarning
 from .exemplars import Example, ExemplarEncoder, Vocabulary, blend, resolve_vocabulary
 from .io import LoadedImage, read_image
+from .export.manifest import export_config, is_export_dir
 from .postprocess import select_detections
-from .proposers import given_boxes
-from .runtime import resolve_device, resolve_precision
 from .scoring import drop_negatives
 from .structures import Detections
 from .text import VocabularyEncoder, resolve_templates, validate_vocabulary
-from .tiling import TileSettings, detect_tiled
+
+if TYPE_CHECKING:  # torch loads with a torch backend; an ONNX export runs without it
+    import torch
 
 
 def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
@@ -46,6 +45,8 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
         return load_config(text, **overrides)
     if path.suffix == ".pt":  # an ultralytics checkpoint: YOLO-World settings
         return load_config("yolo-world-s", **{"name": "", "weights": text, "description": "", **overrides})
+    if path.is_dir() and is_export_dir(path):  # `ovdet export` output: its manifest has the settings
+        return load_config(export_config(path), **{"weights": str(path), **overrides})
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{path} is a folder without config.json: not a checkpoint saved with save_pretrained")
@@ -102,7 +103,9 @@ class Detector:
         self.calibration = calibration if calibration is not None else _checked_calibration(config, self.templates)
         cache = text_cache if text_cache is not None else (TextEmbeddingCache() if config.cache_text else None)
         # resolved through the backend at call time, so tests and tools may wrap encode_text
-        self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache)
+        self.numpy = bool(getattr(backend, "numpy_arrays", False))  # ONNX backends: numpy, no torch
+        self.vocabulary = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, self.templates, cache,
+                                            numpy=self.numpy)
         # image exemplars, for backends that can embed them (None: YOLO-World's head reads text only)
         self.exemplars = None
         if hasattr(backend, "embed_exemplars"):
@@ -116,8 +119,14 @@ class Detector:
     def from_config(cls, config: DetectorConfig) -> "Detector":
         if config.backend not in BUILDERS:
             raise ConfigError(f"unknown backend {config.backend!r} (available: {', '.join(BUILDERS)})")
+        if is_export_dir(config.weights):
+            from .onnx_runtime import load_export
+
+            return cls(load_export(config), config)
         # a calibration file for another model fails now, not after loading the weights
         calibration = _checked_calibration(config, resolve_templates(config.templates))
+        from .runtime import resolve_device, resolve_precision
+
         device = resolve_device(config.device)
         dtype = resolve_precision(config.precision, device)
         return cls(BUILDERS[config.backend](config, device, dtype), config, calibration=calibration)
@@ -145,13 +154,15 @@ class Detector:
         on disk when `cache_text` is on."""
         items = list(classes)
         if not any(isinstance(c, Example) for c in items):
-            return self.vocabulary(tuple(items)).to(self.device)
+            embeds = self.vocabulary(tuple(items))
+            return embeds if self.numpy else embeds.to(self.device)
         return self._embed(resolve_vocabulary(items), ())
 
     def _embed(self, vocab: Vocabulary, negatives: tuple[str, ...]) -> torch.Tensor:
         """(C + K, D): the vocabulary's classes, then the K negative prompts."""
         if not vocab.has_examples:
-            return self.vocabulary(vocab.names + negatives).to(self.device)
+            return self.class_embeddings(vocab.names + negatives)
+        import torch
         if self.exemplars is None:
             raise ExemplarError(f"backend {self.config.backend!r} cannot take image exemplars (its head reads text "
                                 "embeddings only): use an OWL or CLIP model for classes shown by example")
@@ -197,7 +208,12 @@ class Detector:
             hint = f" (did you mean {vocab[close[0]]!r}?)" if close else ""
             warnings.warn(f"class_thresholds: {key!r} is not in the vocabulary{hint}; its threshold is unused",
                           OvdetWarning, stacklevel=3)
-        return torch.tensor([per_class.get(n.casefold(), thr) for n in names], device=self.device)
+        values = [per_class.get(n.casefold(), thr) for n in names]
+        if self.numpy:
+            return np.asarray(values, np.float32)
+        import torch
+
+        return torch.tensor(values, device=self.device)
 
     def _calibrate(self, scores: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
         """(P, C) scores -> calibrated ones (the calibration file's map per class; classes the
@@ -286,6 +302,8 @@ class Detector:
             arrays = [im.array for im in loaded]
             given = None
             if boxes is not None:
+                # ONNX backends check boxes in numpy; `proposers` would load torch
+                given_boxes = getattr(self.backend, "given_boxes", None) or _torch_given_boxes()
                 given = [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes[start : start + size], arrays)]
             for cand, image in zip(self.backend.predict(arrays, class_embeds, given), loaded):
                 results.append(self._finalise(to_original_pixels(cand, image), names, thr))
@@ -293,6 +311,8 @@ class Detector:
 
     def _detect_tiled(self, image: LoadedImage, class_embeds: torch.Tensor, names: tuple[str, ...],
                       thr: float | torch.Tensor, batch_size: int) -> Detections:
+        from .tiling import TileSettings, detect_tiled  # torch: not on an ONNX export's path
+
         settings = TileSettings.from_config(self.config)
         if max(image.array.shape[:2]) <= settings.tile:  # one tile: exactly the untiled result
             cand = self.backend.predict([image.array], class_embeds)[0]
@@ -314,9 +334,10 @@ class Detector:
         opaque feature object per image for `detect_encoded`. `boxes` as in `detect_batch`."""
         if not self.splits_image_pass:
             raise OvdetError(f"backend {self.config.backend!r} encodes images together with the vocabulary; use detect_batch")
-        arrays = [load_image(im) for im in images]
+        arrays = [read_image(im, self.config.max_pixels).array for im in images]  # full size: boxes in its pixels
         if boxes is not None and len(boxes) != len(arrays):
             raise OvdetError(f"boxes: got {len(boxes)} box lists for {len(arrays)} images")
+        given_boxes = _torch_given_boxes()
         given = None if boxes is None else [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes, arrays)]
         return self.backend.encode_images(arrays, given)
 
@@ -329,9 +350,10 @@ class Detector:
     ) -> list[Detections]:
         """Score features from `encode` against one vocabulary: equal to `detect_batch` on the
         same images (thresholds, negatives and post-processing as there)."""
-        names, negs = self._vocabulary(classes, negatives)
+        vocab, negs = self._vocabulary(classes, negatives)
+        names = vocab.names
         thr = self._thresholds(names, threshold)
-        cands = self.backend.score(encoded, self.class_embeddings(names + negs))
+        cands = self.backend.score(encoded, self._embed(vocab, negs))
         return [self._finalise(c, names, thr) for c in cands]
 
     def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float | torch.Tensor) -> Detections:
@@ -359,12 +381,12 @@ class Detector:
         if uncalibrated is not None:
             extra["uncalibrated_score"] = uncalibrated[sel.index, sel.class_ids].float().cpu().numpy()
         return Detections(
-            xyxy=cand.boxes[sel.index].cpu().numpy(),
-            scores=sel.scores.cpu().numpy(),
-            class_ids=sel.class_ids.cpu().numpy().astype(np.int64),
+            xyxy=_numpy(cand.boxes[sel.index]),
+            scores=_numpy(sel.scores),
+            class_ids=_numpy(sel.class_ids).astype(np.int64),
             class_names=names,
             image_size=cand.image_size,
-            raw_scores=raw.float().cpu().numpy(),
+            raw_scores=_numpy(raw).astype(np.float32),
             extra=extra,
         )
 
@@ -386,5 +408,23 @@ def to_original_pixels(cand: RegionScores, image: LoadedImage) -> RegionScores:
     if not image.reduced:
         return cand
     (h, w), (rh, rw) = image.size, image.array.shape[:2]
+    if isinstance(cand.boxes, np.ndarray):  # an ONNX export's candidates
+        return dataclasses.replace(cand, boxes=cand.boxes * np.float32([w / rw, h / rh, w / rw, h / rh]), image_size=(h, w))
+    import torch
+
     scale = torch.tensor([w / rw, h / rh, w / rw, h / rh], dtype=cand.boxes.dtype, device=cand.boxes.device)
     return dataclasses.replace(cand, boxes=cand.boxes * scale, image_size=(h, w))
+
+
+def _numpy(values) -> np.ndarray:
+    """A torch tensor (any device) or numpy array as a numpy array."""
+    if isinstance(values, np.ndarray):
+        return values
+    values = values.detach().cpu()
+    return (values.float() if values.is_floating_point() else values).numpy()  # bf16 has no numpy twin
+
+
+def _torch_given_boxes():
+    from .proposers import given_boxes
+
+    return given_boxes

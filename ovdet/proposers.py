@@ -12,8 +12,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from .boxes import clip_to_image
 from .errors import OvdetError
+from .geometry import check_boxes, window_boxes
 
 
 @dataclass(frozen=True)
@@ -76,19 +76,7 @@ class WindowProposer:
 
     def windows(self, height: int, width: int) -> torch.Tensor:
         """(N, 4) xyxy windows covering a `height` x `width` image."""
-        boxes = [[0.0, 0.0, float(width), float(height)]]
-        short = min(height, width)
-        for scale in self.scales:
-            for ratio in self.ratios:  # ratio = width / height
-                bw = min(width, short * scale * ratio**0.5)
-                bh = min(height, short * scale / ratio**0.5)
-                xs = np.arange(0, max(width - bw, 0) + 1e-6, max(bw * (1 - self.overlap), 1.0))
-                ys = np.arange(0, max(height - bh, 0) + 1e-6, max(bh * (1 - self.overlap), 1.0))
-                # shift the grid so the last window touches the right/bottom edge
-                xs = xs + (width - bw - xs[-1]) / 2
-                ys = ys + (height - bh - ys[-1]) / 2
-                boxes += [[x, y, x + bw, y + bh] for y in ys for x in xs]
-        return torch.tensor(boxes, dtype=torch.float32)
+        return torch.from_numpy(window_boxes(height, width, self.scales, self.ratios, self.overlap))
 
     def propose(self, images: Sequence[np.ndarray]) -> list[Proposals]:
         out = []
@@ -103,20 +91,5 @@ def given_boxes(boxes, height: int, width: int) -> Proposals:
     clipped to the image.
 
     Raises `OvdetError` for malformed boxes (wrong shape, x2 <= x1, outside the image)."""
-    try:
-        arr = np.asarray(boxes, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise OvdetError(f"boxes must be a list of [x1, y1, x2, y2] numbers: {exc}") from exc
-    if arr.size == 0:
-        arr = arr.reshape(0, 4)
-    if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():
-        raise OvdetError(f"boxes must be a list of [x1, y1, x2, y2] numbers, got shape {arr.shape}")
-    bad = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
-    if bad.any():
-        raise OvdetError(f"box {arr[bad][0].tolist()} has x2 <= x1 or y2 <= y1 (boxes are [x1, y1, x2, y2] pixels)")
-    t = torch.from_numpy(arr)
-    outside = ~_valid(t, height, width)
-    if outside.any():
-        raise OvdetError(f"box {arr[outside.numpy()][0].tolist()} lies outside the {width}x{height} image")
-    # boxes reaching past the border are scored (and reported) as their part inside the image
-    return Proposals(boxes=clip_to_image(t, height, width), objectness=torch.ones(len(t)))
+    arr = check_boxes(boxes, height, width)
+    return Proposals(boxes=torch.from_numpy(arr), objectness=torch.ones(len(arr)))

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
+import numpy as np
+
 from .cache import TextEmbeddingCache
 from .errors import VocabularyError
 
@@ -105,7 +107,14 @@ def prompts_for(templates: Sequence[str], names: Sequence[str]) -> list[str]:
 
 def ensemble(embeds: torch.Tensor, num_templates: int) -> torch.Tensor:
     """(T*C, D) template-major prompt embeddings -> (C, D) class embeddings: the mean of the
-    unit-normalised template embeddings, renormalised to unit length."""
+    unit-normalised template embeddings, renormalised to unit length. A numpy array in (the
+    torch-free ONNX path) gives a float32 numpy array out."""
+    if isinstance(embeds, np.ndarray):
+        t_c, d = embeds.shape
+        e = embeds.astype(np.float32)
+        unit = (e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)).reshape(num_templates, -1, d)
+        mean = unit.mean(axis=0)
+        return mean / np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
     import torch.nn.functional as F
 
     t_c, d = embeds.shape
@@ -136,6 +145,8 @@ class VocabularyEncoder:
     vocabulary: kept in memory (the last `memory_size` vocabularies) and, with a cache, on disk.
 
     `encode` is a text tower: (N,) prompts -> (N, D); `identity` names it in cache keys.
+    `numpy`: the tower returns numpy arrays (ONNX exports), so cached embeddings are loaded
+    as numpy too; otherwise torch tensors.
     """
 
     def __init__(
@@ -145,12 +156,14 @@ class VocabularyEncoder:
         templates: Sequence[str],
         cache: TextEmbeddingCache | None = None,
         memory_size: int = 16,
+        numpy: bool = False,
     ):
         self.encode = encode
         self.identity = identity
         self.templates = tuple(templates)
         self.cache = cache
         self.memory_size = memory_size
+        self.numpy = numpy
         self._memory: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
     def __call__(self, names: Sequence[str]) -> torch.Tensor:
@@ -159,7 +172,7 @@ class VocabularyEncoder:
             self._memory.move_to_end(key)
             return self._memory[key]
         disk_key = self.cache.key(self.identity, self.templates, key) if self.cache is not None else None
-        embeds = self.cache.load(disk_key) if disk_key is not None else None
+        embeds = self.cache.load(disk_key, numpy=self.numpy) if disk_key is not None else None
         if embeds is None:
             embeds = ensemble(self.encode(prompts_for(self.templates, key)), len(self.templates))
             if disk_key is not None:

@@ -100,6 +100,9 @@ def locate(name: str, weights: str, download: bool = True) -> Located:
     Raises `WeightsNotFoundError`: one line that leads with the fix; its `details` list every
     place looked (the CLI prints them with --debug).
     """
+    if weights and (Path(weights).expanduser() / "manifest.json").is_file():  # an `ovdet export` folder
+        raise WeightsNotFoundError(f"{weights} is an ONNX export: detection (detect, video, eval, Detector) runs it; "
+                                   "for this command use the torch checkpoint it was exported from")
     looked: list[str] = []
     for path, source in _local_candidates(name, weights):
         if is_checkpoint_dir(path):

@@ -28,6 +28,8 @@ Sections:
           frames/s on the same decoded frames
   yolo    YOLO-World-S (80 classes) and a YOLOv8s proposer, one 1280x720 photo: ovdet vs
           ultralytics' own `predict` on the same checkpoint
+  onnx    the same OWL detection through an `ovdet export` folder on onnxruntime (CPU, fp32 graphs)
+          vs ovdet's torch bf16 and fp32 paths, one process, interleaved
   tiles   sliced inference: tiles/s of a 2560x1920 image in 640 px tiles, batched (--tile-batch)
           vs one tile per forward pass; peak RSS and time of `ovdet detect` on a 20000 x 20000
           PNG, whole and in --huge-tile tiles (fresh processes)
@@ -594,8 +596,35 @@ def bench_tiles(args, work: Path) -> dict:
     return out
 
 
+def bench_onnx(args, work: Path) -> dict:
+    from ovdet import Detector
+    from ovdet.export.exporter import export_detector
+
+    folder = work / args.owl
+    if not folder.exists():
+        save_owl(args.owl, folder)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # onnxruntime's intra-op threads (ovdet reads it)
+    start = time.perf_counter()
+    export_detector(str(folder), work / f"{args.owl}-onnx")
+    export_seconds = time.perf_counter() - start
+    image = test_image()
+    kw = dict(device="cpu", cache_text=False)
+    dets = {"onnxruntime_fp32": Detector.from_pretrained(str(work / f"{args.owl}-onnx"), **kw),
+            "ovdet_torch_bf16": Detector.from_pretrained(str(folder), precision="bf16", **kw),
+            "ovdet_torch_fp32": Detector.from_pretrained(str(folder), precision="fp32", **kw)}
+    secs = interleaved({k: (lambda d=d: d.detect(image, CLASSES20)) for k, d in dets.items()}, args.reps, args.device)
+    out = {f"{k}_images_per_s": 1 / v for k, v in secs.items()}
+    out.update(architecture=args.owl, classes=len(CLASSES20), image="640x480", export_seconds=export_seconds,
+               onnx_over_torch_bf16=secs["ovdet_torch_bf16"] / secs["onnxruntime_fp32"],
+               onnx_over_torch_fp32=secs["ovdet_torch_fp32"] / secs["onnxruntime_fp32"])
+    return out
+
+
+# -- CLIP regions -----------------------------------------------------------------------------
+
+
 SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
-            "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video}
+            "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video, "onnx": bench_onnx}
 
 
 def main(argv=None) -> int:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from ..config import DetectorConfig
 from ..errors import ConfigError
 from ..weights import locate
 from .base import Backend, RegionScores, TwoPhaseBackend, splits_image_pass
+
+if TYPE_CHECKING:  # torch loads with a builder, not with this table (the ONNX path has none)
+    import torch
 
 
 def _build_owl(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:

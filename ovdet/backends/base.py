@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
-import torch
 
-from ..proposers import Proposals
+if TYPE_CHECKING:  # annotations only: ONNX backends return numpy arrays and load no torch
+    import torch
+
+    from ..proposers import Proposals
 
 
 @dataclass(frozen=True)
@@ -19,11 +21,12 @@ class RegionScores:
     scores: (P, C) float32 in [0, 1], calibrated per class (comparable across classes).
     raw: (P, C) float32, the uncalibrated score (logit or similarity) behind `scores`.
     image_size: (height, width) of the original image.
+    Torch backends hold torch tensors; ONNX backends (`numpy_arrays = True`) numpy arrays.
     """
 
-    boxes: torch.Tensor
-    scores: torch.Tensor
-    raw: torch.Tensor
+    boxes: torch.Tensor | np.ndarray
+    scores: torch.Tensor | np.ndarray
+    raw: torch.Tensor | np.ndarray
     image_size: tuple[int, int]
 
 

@@ -22,55 +22,14 @@ from torchvision.ops import roi_align
 from ..clip import ClipModel
 from ..config import DetectorConfig
 from ..errors import ConfigError, OvdetError
+# crop geometry lives in the torch-free ovdet.geometry (the ONNX runtime shares it); re-exported here
+from ..geometry import CLIP_MEAN_RGB, pad_to_square, square_crops, square_geometry  # noqa: F401
 from ..proposers import OwlObjectnessProposer, Proposals, Proposer, WindowProposer
 from ..scoring import Scorer
 from ..weights import locate
 from .base import RegionScores
 
-CLIP_MEAN_RGB = (122, 116, 104)  # padding colour: CLIP's normalisation mean, i.e. "zero" input
 CROP_BATCH = 64  # crops per image-tower pass
-
-
-def square_geometry(box: Sequence[float], context: float = 1.0) -> tuple[int, int, int]:
-    """(left, top, side) in pixels of the square cut around an xyxy box: side = max(w, h) *
-    context (at least 1 px), centred on the box, rounded to whole pixels."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    side = max(int(round(max(x2 - x1, y2 - y1) * context)), 1)
-    return int(round((x1 + x2) / 2 - side / 2)), int(round((y1 + y2) / 2 - side / 2)), side
-
-
-def square_crops(image: np.ndarray, boxes: torch.Tensor, context: float = 1.0) -> list[np.ndarray]:
-    """Square crops around boxes.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        boxes: (N, 4) xyxy pixels.
-        context: the square's side is max(box w, box h) * context, centred on the box.
-    Returns:
-        N arrays (S_i, S_i, 3) uint8; parts outside the image are CLIP's mean colour.
-    """
-    h, w = image.shape[:2]
-    crops = []
-    for box in boxes.tolist():
-        left, top, side = square_geometry(box, context)
-        canvas = np.empty((side, side, 3), np.uint8)
-        canvas[:] = CLIP_MEAN_RGB
-        sx0, sy0 = max(left, 0), max(top, 0)
-        sx1, sy1 = min(left + side, w), min(top + side, h)
-        if sx1 > sx0 and sy1 > sy0:
-            canvas[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
-        crops.append(canvas)
-    return crops
-
-
-def pad_to_square(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) -> (S, S, 3), S = max(H, W), padded at the bottom/right with CLIP's mean."""
-    h, w = image.shape[:2]
-    side = max(h, w)
-    out = np.empty((side, side, 3), np.uint8)
-    out[:] = CLIP_MEAN_RGB
-    out[:h, :w] = image
-    return out
 
 
 @dataclass(frozen=True)

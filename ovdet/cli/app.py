@@ -26,6 +26,7 @@ from ..eval import command as eval_command
 from ..explain import command as explain_command
 from ..label import command as label_command
 from ..serve import command as serve_command
+from ..export import command as export_command
 from ..video import command as video_command
 from . import classify as classify_command
 from . import detect as detect_command
@@ -43,6 +44,7 @@ SUBCOMMANDS = {
     "label": label_command,
     "calibrate": calibrate_command,
     "serve": serve_command,
+    "export": export_command,
     "weights": weights_command,
 }
 
