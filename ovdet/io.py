@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError, ImageTooLargeError
+from .errors import ImageReadError, ImageTooLargeError, OvdetError
 
 ORIENTATION_TAG = 0x0112  # EXIF
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -226,7 +226,7 @@ def _decode(source: Any, name: str, max_pixels: int, decode_size) -> LoadedImage
                 array = _pil_to_array(img)
             full = img.size == (width, height)  # not reduced by draft: the array is the image
             return LoadedImage(array, tuple(array.shape[:2]) if full else size)
-    except ImageReadError:
+    except OvdetError:  # ours (e.g. the model behind `decode_size` has no weights): not an image problem
         raise
     except Image.DecompressionBombError as exc:  # someone set PIL's own ceiling again
         raise ImageTooLargeError(f"{path}: {exc}") from exc

@@ -34,11 +34,15 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--batch-wait-ms", metavar="W", type=float, default=10.0,
                    help="how long a request waits for others to share its pass (default 10)")
     g.add_argument("--max-image-mb", metavar="N", type=float, default=20.0, help="largest image file (default 20 MB)")
-    g.add_argument("--max-pixels", metavar="N", type=int, default=50_000_000, help="largest image, width x height (default 50e6)")
+    # --max-pixels is a model option (add_model_options): the server refuses larger uploads from
+    # the header, with its own tighter default when the flag is not given
     g.add_argument("--max-classes", metavar="N", type=int, default=1300, help="class names + negatives per request (default 1300)")
     g.add_argument("--max-queue", metavar="N", type=int, default=64, help="requests waiting before 503 (default 64)")
     g.add_argument("--timeout", metavar="S", type=float, default=60.0, help="seconds a request may wait for its answer (504 after)")
     return p
+
+
+SERVE_MAX_PIXELS = 50_000_000  # an upload's width x height unless --max-pixels says otherwise
 
 
 def _settings(args: argparse.Namespace):
@@ -47,7 +51,7 @@ def _settings(args: argparse.Namespace):
     key = args.api_key if args.api_key is not None else os.environ.get("OVDET_API_KEY") or None
     try:
         return ServeSettings(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_image_mb=args.max_image_mb,
-                             max_pixels=args.max_pixels, max_classes=args.max_classes, max_queue=args.max_queue,
+                             max_pixels=args.max_pixels or SERVE_MAX_PIXELS, max_classes=args.max_classes, max_queue=args.max_queue,
                              timeout=args.timeout, api_key=key)
     except ValueError as exc:
         raise UsageError(f"ovdet serve: {exc}") from exc
