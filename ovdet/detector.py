@@ -334,12 +334,13 @@ class Detector:
         opaque feature object per image for `detect_encoded`. `boxes` as in `detect_batch`."""
         if not self.splits_image_pass:
             raise OvdetError(f"backend {self.config.backend!r} encodes images together with the vocabulary; use detect_batch")
-        arrays = [read_image(im, self.config.max_pixels).array for im in images]  # full size: boxes in its pixels
+        loaded = [self.load(im) for im in images]  # decoded as detect_batch decodes them
+        arrays = [im.array for im in loaded]
         if boxes is not None and len(boxes) != len(arrays):
             raise OvdetError(f"boxes: got {len(boxes)} box lists for {len(arrays)} images")
         given_boxes = _torch_given_boxes()
         given = None if boxes is None else [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes, arrays)]
-        return self.backend.encode_images(arrays, given)
+        return [EncodedImage(f, im) for f, im in zip(self.backend.encode_images(arrays, given), loaded)]
 
     def detect_encoded(
         self,
@@ -353,8 +354,8 @@ class Detector:
         vocab, negs = self._vocabulary(classes, negatives)
         names = vocab.names
         thr = self._thresholds(names, threshold)
-        cands = self.backend.score(encoded, self._embed(vocab, negs))
-        return [self._finalise(c, names, thr) for c in cands]
+        cands = self.backend.score([e.features for e in encoded], self._embed(vocab, negs))
+        return [self._finalise(to_original_pixels(c, e.image), names, thr) for c, e in zip(cands, encoded)]
 
     def _finalise(self, cand: RegionScores, names: tuple[str, ...], threshold: float | torch.Tensor) -> Detections:
         cfg = self.config
@@ -401,6 +402,15 @@ class Detector:
         from .video.stream import stream
 
         return stream(self, source, classes, track=track, every=every, **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedImage:
+    """What `Detector.encode` gives per image: the backend's vocabulary-free features and the
+    image as decoded (a JPEG may be decoded reduced; boxes go back to its own pixels)."""
+
+    features: Any
+    image: LoadedImage
 
 
 def to_original_pixels(cand: RegionScores, image: LoadedImage) -> RegionScores:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from ovdet import Detector
+from ovdet.io import load_image  # the server decodes uploaded bytes at full size (no JPEG draft, which a path gets)
 from ovdet.adapters import to_records
 from ovdet.classify import Classifier
 from ovdet.serve.app import ServedModels, create_app
@@ -82,7 +83,7 @@ def test_detect_answers_what_the_library_answers(client, library, chelsea_path, 
                                  (chelsea_path, "cat,dog", {"negatives": "toy,statue"})]:
         r = post_image(client, path, name=path.name, classes=classes, **extra)
         assert r.status_code == 200, r.text
-        dets = library.detect(path, classes, threshold=float(extra.get("threshold", 0.05)),
+        dets = library.detect(load_image(path), classes, threshold=float(extra.get("threshold", 0.05)),
                               negatives=extra.get("negatives"))
         h, w = dets.image_size
         assert r.json() == {"image": path.name, "width": w, "height": h, "detections": to_records(dets)}
@@ -92,7 +93,7 @@ def test_detect_answers_what_the_library_answers(client, library, chelsea_path, 
             "filename": "c.jpg"}
     r = client.post("/v1/detect", json=body)
     assert r.status_code == 200, r.text
-    dets = library.detect(chelsea_path, ["cat", "remote control"])
+    dets = library.detect(load_image(chelsea_path), ["cat", "remote control"])
     assert r.json()["detections"] == to_records(dets) and r.json()["image"] == "c.jpg"
 
 
@@ -122,7 +123,7 @@ def test_concurrent_clients_with_different_vocabularies_are_batched(server, clie
         assert r.status_code == 200, r.text
         single = post_image(client, paths[i], classes=vocabularies[i])  # alone, after the burst
         assert r.json() == single.json()
-        assert r.json()["detections"] == to_records(library.detect(paths[i], vocabularies[i]))
+        assert r.json()["detections"] == to_records(library.detect(load_image(paths[i]), vocabularies[i]))
     batches = metric(client, "ovdet_batch_size_count") - before[0]
     singles = metric(client, "ovdet_batch_size_bucket", {"le": "1.0"}) - before[1]
     assert batches - singles >= 1, "no image-tower pass served more than one request"

@@ -266,7 +266,7 @@ def read_vocabulary(args: argparse.Namespace) -> tuple:
         names = ()
     else:
         flags = "--classes or --classes-from" + (" (or exemplars: --example, --examples)" if hasattr(args, "example") else "")
-        raise UsageError(f"ovdet {getattr(args, 'command', None) or ''}: give the classes with {flags}")
+        raise UsageError(f"ovdet {getattr(args, 'command', None) or ''}: classes are required: give them with {flags}")
     if not examples:
         return names
     from ..exemplars import check_examples, resolve_vocabulary
