@@ -53,6 +53,16 @@ def no_network():
     assert NETWORK_ATTEMPTS == [], f"something tried the network: {NETWORK_ATTEMPTS}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_download_log():
+    """Refusals recorded by earlier test modules (ultralytics training looks for a font in the
+    label tests, and is refused as designed) are not this module's."""
+    from ovdet.backends.yolo import BLOCKED_DOWNLOADS
+
+    BLOCKED_DOWNLOADS.clear()
+    yield
+
+
 def assert_offline():
     from ovdet.backends.yolo import BLOCKED_DOWNLOADS
 
