@@ -188,6 +188,15 @@ def read_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
     raise ImageReadError(f"unsupported image type {type(image).__name__}: pass a path, PIL image or numpy array")
 
 
+def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """An encoded image in memory (an upload) -> (H, W, 3) RGB uint8 at full size, decoded as a
+    file is. Raises `ImageTooLargeError` from the header, before decoding, above `max_pixels`;
+    `ImageReadError` (`name` in the message) when the bytes are not a whole image."""
+    import io
+
+    return _decode(io.BytesIO(data), name, max_pixels, None).array
+
+
 def load_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Load a path, http(s) URL, PIL image or array as an (H, W, 3) RGB uint8 array, at full size.
 
@@ -231,9 +240,16 @@ def _decode(source: Any, name: str, max_pixels: int, decode_size) -> LoadedImage
     except Image.DecompressionBombError as exc:  # someone set PIL's own ceiling again
         raise ImageTooLargeError(f"{path}: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+        raise ImageReadError(f"cannot read image {path}: {_reason(exc, source)}") from exc
     except ImportError as exc:
-        raise ImageReadError(f"cannot read image {path}: {_unidentified(exc)}") from exc
+        raise ImageReadError(f"cannot read image {path}: {_reason(_unidentified(exc), source)}") from exc
+
+
+def _reason(exc: BaseException, source: Any) -> BaseException | str:
+    """PIL names an in-memory file by its repr (`<_io.BytesIO object at 0x...>`): say it plainly."""
+    if isinstance(exc, UnidentifiedImageError) and not isinstance(source, (str, os.PathLike)):
+        return "cannot identify image file (not an image, or a format PIL cannot read)"
+    return exc
 
 
 def _decode_compact(img: Image.Image) -> np.ndarray | None:

@@ -158,10 +158,17 @@ def test_unreadable_file_is_an_image_error_after_ultralytics_patched_pil(tmp_pat
     broken.write_bytes(b"not an image")
     code = ("import ultralytics.utils.patches, PIL.Image\n"
             "from ovdet.errors import ImageReadError\n"
-            "from ovdet.io import load_image\n"
-            f"try:\n    load_image({str(broken)!r})\nexcept ImageReadError as e:\n    print('ImageReadError', e)\n")
+            "from ovdet.io import decode_image_bytes, load_image\n"
+            f"try:\n    load_image({str(broken)!r})\nexcept ImageReadError as e:\n    print('ImageReadError', e)\n"
+            # an upload (ovdet serve) is decoded by the same code
+            "try:\n    decode_image_bytes(b'not an image', name='upload')\n"
+            "except ImageReadError as e:\n    print('ImageReadError', e)\n")
     env = {**__import__("os").environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]  # ultralytics logs its missing-plugin note first
-    assert last.startswith("ImageReadError cannot read image") and "cannot identify image file" in last, proc.stdout
+    # ultralytics logs its missing-plugin note before each
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith("WARNING")]
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        assert line.startswith("ImageReadError cannot read image") and "cannot identify image file" in line, proc.stdout
+    assert "upload" in lines[1] and "BytesIO" not in lines[1]

@@ -8,12 +8,10 @@ is decoded.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 MB = 1024 * 1024
 
@@ -84,24 +82,18 @@ def too_large(message: str) -> ApiError:
 def decode_image(data: bytes, settings: ServeSettings) -> np.ndarray:
     """Uploaded bytes -> RGB uint8 (H, W, 3), or an `ApiError`: 413 when the file or its pixel
     count (read from the header, before decoding) is over the limits, 400 when it is not an
-    image or is truncated."""
-    from ..io import load_image
+    image or is truncated. Decoded as `ovdet detect` decodes a file (ovdet.io), so an upload
+    and the same file on disk give the same pixels and the same errors."""
+    from ..errors import ImageReadError, ImageTooLargeError
+    from ..io import decode_image_bytes
 
     if len(data) > settings.max_image_bytes:
         raise too_large(f"image is {len(data) / MB:.1f} MB; this server accepts up to {settings.max_image_mb:g} MB")
     if not data:
         raise ApiError(400, "unreadable_image", "the image is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            width, height = img.size
-            if width * height > settings.max_pixels:
-                raise too_large(f"image is {width} x {height} = {width * height:,} pixels; "
-                                f"this server accepts up to {settings.max_pixels:,}")
-            img.load()  # decodes: a truncated file fails here
-            return load_image(img)
-    except Image.DecompressionBombError as exc:  # PIL's own ceiling, above ours
-        raise too_large(f"image refused as a decompression bomb: {exc}") from exc
-    except ApiError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ApiError(400, "unreadable_image", f"cannot decode the image: {exc}") from exc
+        return decode_image_bytes(data, settings.max_pixels, name="the uploaded image")
+    except ImageTooLargeError as exc:
+        raise too_large(str(exc)) from exc
+    except ImageReadError as exc:
+        raise ApiError(400, "unreadable_image", str(exc)) from exc
