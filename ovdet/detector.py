@@ -309,6 +309,24 @@ class Detector:
                 results.append(self._finalise(to_original_pixels(cand, image), names, thr))
         return results
 
+    def warmup(self, classes: str | Iterable[Any], size: tuple[int, int] = (720, 1280)) -> float:
+        """Pay a run's one-time costs before it is timed; returns the seconds taken.
+
+        The first pass through a model is slow for reasons that have nothing to do with the
+        images: oneDNN chooses and builds its kernels for each new input shape (on a CPU in
+        bf16 this can take longer than the pass itself), CUDA initialises, and the vocabulary
+        is encoded. This runs one full batch (`batch_size` blank (height, width) frames, the
+        size the run will see) against `classes`, so the next call runs at the steady rate.
+        The results are discarded; the text embeddings stay cached.
+        """
+        import time
+
+        height, width = size
+        blank = np.zeros((max(1, int(height)), max(1, int(width)), 3), np.uint8)
+        start = time.perf_counter()
+        self.detect_batch([blank] * self.config.batch_size, classes)
+        return time.perf_counter() - start
+
     def _detect_tiled(self, image: LoadedImage, class_embeds: torch.Tensor, names: tuple[str, ...],
                       thr: float | torch.Tensor, batch_size: int) -> Detections:
         from .tiling import TileSettings, detect_tiled  # torch: not on an ONNX export's path

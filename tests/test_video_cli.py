@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,6 +111,31 @@ def test_jsonl_writer_whole_lines(tmp_path):
         assert path.read_text() == '{"frame":0,"detections":[]}\n'  # flushed at once, whole
         out.write({"frame": 1, "name": "café"})
     assert len(jsonl_records(path)) == 2
+
+
+def test_model_warms_up_on_one_blank_batch_before_the_clock(tiny_owlv2, tmp_path, capfd, monkeypatch):
+    """The first pass's one-time costs (kernel set-up, the vocabulary) are paid before the
+    frame rate's clock starts: one full batch of blank frames of the video's size, then every
+    frame once."""
+    from ovdet.detector import Detector
+
+    calls = []
+    real = Detector.detect_batch
+
+    def recording(self, images, classes, *args, **kwargs):
+        calls.append([np.asarray(im).copy() for im in images])
+        return real(self, images, classes, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "detect_batch", recording)
+    video = write_video(tmp_path / "in.mp4", moving_crop_frames(7), fps=FPS)
+    code = cli([video, "--classes", "person", "--model", tiny_owlv2, "--device", "cpu", "--batch-size", "3",
+                "--jsonl", tmp_path / "r.jsonl", "--no-progress"])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    warm, *frames = calls
+    assert len(warm) == 3 and all(im.shape == (144, 192, 3) and not im.any() for im in warm)
+    assert [len(batch) for batch in frames] == [3, 3, 1] and all(im.any() for b in frames for im in b)
+    assert re.search(r"ovdet: 7 frames, .*\(\d+\.\d fps\).*; model warm-up \d+\.\d s$", err, re.M), err
 
 
 def test_stream_lost_for_good_exits_2_with_outputs_closed(tmp_path, capfd, monkeypatch):

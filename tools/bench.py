@@ -413,9 +413,11 @@ def bench_video(args, work: Path) -> dict:
     """`ovdet video` on a 720p file (decode, detect 20 classes, draw, encode mp4, JSONL), run
     in-process through the CLI entry point, against the detector's own throughput on the same
     frames already decoded (`detect_batch`, same batch size): how much of the detector's speed
-    the video pipeline keeps. The CLI's frame rate is its own summary line (model loading
-    excluded, first batch included), compared with a freshly loaded detector's (like for
-    like) and with a warmed-up one's; interleaved, `--reps` times each (at most 3)."""
+    the video pipeline keeps. The CLI's frame rate is its own summary line: model loading and
+    its warm-up batch (`Detector.warmup`) are excluded, so it is compared with a warmed-up
+    detector's (like for like; the target is >= 0.9x) and, for reference, with a freshly
+    loaded one's, whose first batch pays oneDNN's kernel set-up; interleaved, `--reps` times
+    each (at most 3)."""
     import contextlib
     import io
     import re

@@ -163,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
             jsonl_path = str(save_dir / f"{output_stem(args.source)}.jsonl")
         # opened only once the model has loaded: a failed start must not truncate old results
         jsonl = JsonlWriter(jsonl_path) if jsonl_path else None
+        warmup = getattr(detector, "warmup", None)  # stream() takes any detector with detect_batch
+        # before the clock and before reading starts: the first pass's one-time kernel set-up
+        # would otherwise count against the frame rate (and make a live source drop frames)
+        warmup_s = warmup(names, (reader.info.height or 720, reader.info.width or 1280)) if warmup else None
         frames = stream(detector, reader, names, track=args.track, every=args.every,
                         batch_size=cfg.batch_size, smooth=args.smooth, max_frames=args.max_frames)
     except BaseException:
@@ -170,14 +174,16 @@ def run(args: argparse.Namespace) -> int:
         if jsonl is not None:
             jsonl.close()
         raise
-    code = _consume(frames, out, jsonl, progress=not args.no_progress)
+    code = _consume(frames, out, jsonl, progress=not args.no_progress, warmup_s=warmup_s)
     if save_dir is not None:
         print(saved_to(save_dir), file=sys.stderr)
     return code
 
 
-def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool) -> int:
-    """Write every record to the outputs; close them whatever happens; print the summary."""
+def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s: float | None = None) -> int:
+    """Write every record to the outputs; close them whatever happens; print the summary (its
+    frame rate counts from the first frame read; `warmup_s`, the model's warm-up, is reported
+    beside it)."""
     from tqdm import tqdm
 
     from ..adapters import to_records
@@ -247,7 +253,8 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool) -> int:
             f"ovdet: {'stopped: ' if stopper.received is not None else ''}{n_frames} frames, "
             f"{n_dets} detections in {elapsed:.1f} s ({n_frames / elapsed:.1f} fps); "
             f"dropped {stats.dropped}, corrupt {stats.corrupt}, reconnects {stats.reconnects}"
-            + (f"; {', '.join(where)}" if where else ""),
+            + (f"; {', '.join(where)}" if where else "")
+            + (f"; model warm-up {warmup_s:.1f} s" if warmup_s is not None else ""),
             file=sys.stderr,
         )
     if lost is not None:
