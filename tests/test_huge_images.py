@@ -61,9 +61,10 @@ def detect_args(image, model, *extra):
 @pytest.mark.parametrize("extra", [[], ["--tile", "5000", "--tile-overlap", "0.05", "--batch-size", "4"]],
                          ids=["whole", "tiled"])
 def test_20000_squared_runs_in_bounded_memory(huge_png, tiny_owlv2, tmp_path, extra):
-    out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-c", MEASURE, *detect_args(huge_png, tiny_owlv2, "--json", out, *extra)],
-                          capture_output=True, text=True, env=env(), timeout=600)
+    """Read, detected and drawn (the annotated image written too) within PEAK_LIMIT_GB."""
+    out, drawn = tmp_path / "r.json", tmp_path / "drawn"
+    args = detect_args(huge_png, tiny_owlv2, "--json", out, "--out", drawn, *extra)
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr
     peak_gb = int(proc.stdout.strip().splitlines()[-1]) / 1e6
     assert peak_gb < PEAK_LIMIT_GB, f"peak RSS {peak_gb:.2f} GB"
@@ -71,6 +72,8 @@ def test_20000_squared_runs_in_bounded_memory(huge_png, tiny_owlv2, tmp_path, ex
     assert (result["width"], result["height"]) == (SIDE, SIDE)
     boxes = np.asarray([d["box"] for d in result["detections"]]).reshape(-1, 4)
     assert len(boxes) and (boxes >= 0).all() and (boxes <= SIDE).all()
+    with Image.open(drawn / huge_png.name) as picture:  # the header only
+        assert picture.size == (SIDE, SIDE)
 
 
 def test_above_max_pixels_one_line_exit_2(huge_png, tiny_owlv2):

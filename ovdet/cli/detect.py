@@ -74,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
                 h, w = dets.image_size
                 results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
                 if save_dir is not None:
-                    from ..draw import annotate, save_image
+                    from ..draw import save_annotated
                     from ..io import load_image
 
-                    # drawn at full size: a JPEG decoded reduced for the model is read again
+                    # drawn at full size: a JPEG decoded reduced for the model is read again;
+                    # in place: the pixels are not needed after this (a huge image is not copied)
                     full = load_image(path, cfg.max_pixels) if image.reduced else image.array
-                    save_image(annotate(full, dets), save_dir / output_name(path, used_names))
+                    save_annotated(full, dets, save_dir / output_name(path, used_names), in_place=True)
                 if args.json_path is None:
                     _print_detections(path, dets, batches.bar)
     except KeyboardInterrupt:

@@ -107,14 +107,17 @@ def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[d
 
 
 def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) -> None:
-    from ..draw import annotate, save_image
+    from ..draw import save_annotated, save_image
     from ..io import atomic_output
     from .maps import overlay
 
     with atomic_output(png.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
         np.save(fh, relevance.astype(np.float32))
     picture = overlay(image, relevance)
-    save_image(annotate(picture, dets) if dets is not None else picture, png)
+    if dets is not None:
+        save_annotated(picture, dets, png, in_place=True)  # the overlay is this function's own copy
+    else:
+        save_image(picture, png)
 
 
 def run(args: argparse.Namespace) -> int:
