@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .cache import ExemplarEmbeddingCache
-from .errors import ExemplarError, ImageReadError
+from .errors import ExemplarError, ImageReadError, first_line
 from .io import load_image
 from .text import parse_classes, validate_vocabulary
 
@@ -278,8 +278,7 @@ def load_examples_file(path: str | Path) -> list[Example]:
     except FileNotFoundError:
         raise ExemplarError(f"examples file not found: {path}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExemplarError(f"cannot read examples file {path}: {reason}") from None
+        raise ExemplarError(f"cannot read examples file {path}: {first_line(exc)}") from None
     if not isinstance(data, dict) or not data:
         raise ExemplarError(f"examples file {path} must map class names to exemplars: "
                             "NAME: [{image: PATH, box: [x1, y1, x2, y2]}, ...]")

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from ..errors import OvdetError
+from ..errors import OvdetError, first_line
 from ..io import atomic_output
 from .fit import Calibrator, from_dict, linear_tensor
 
@@ -249,8 +249,7 @@ def load_calibration(path: str | Path) -> Calibration:
     except FileNotFoundError:
         raise CalibrationError(f"calibration file not found: {path}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CalibrationError(f"cannot read calibration {path}: {reason}") from None
+        raise CalibrationError(f"cannot read calibration {path}: {first_line(exc)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CalibrationError(f"{path} is not an ovdet calibration file (no 'format: {FORMAT}'; "
                                "write one with ovdet calibrate)")

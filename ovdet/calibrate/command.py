@@ -37,16 +37,6 @@ class CalibrateUsageError(OvdetError, ValueError):
     """Options of `ovdet calibrate` that do not go together, or classes the annotations lack."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _iou(text: str) -> float:
     try:
         value = float(text)
@@ -59,7 +49,7 @@ def _iou(text: str) -> float:
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `calibrate` subcommand; returns its parser."""
-    from ..cli.options import add_model_options
+    from ..cli.options import add_model_options, whole_number
 
     p = subparsers.add_parser(
         "calibrate", parents=[common], help="fit per-class score calibration and thresholds from labelled images",
@@ -86,7 +76,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                         "(default: <results>_calibrated.json)")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write reliability.png and pr/<class>.png here")
     p.add_argument("--iou", type=_iou, default=0.5, help="IoU for a detection to match a ground-truth box (default 0.5)")
-    p.add_argument("--min-examples", type=_positive_int, default=10, metavar="N",
+    p.add_argument("--min-examples", type=whole_number(1), default=10, metavar="N",
                    help="a class gets its own fit with at least N true and N false positives, else the shared one "
                         "(default 10)")
     p.add_argument("--folds", type=int, default=5, metavar="K",
@@ -94,7 +84,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
     p.add_argument("--results-out", type=Path, metavar="RESULTS.json",
                    help="with --images: where the detections are written (default: <out>.results.json)")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images of the annotations")
+    p.add_argument("--limit", type=whole_number(1), metavar="N", help="only the first N images of the annotations")
     p.add_argument("--resume", action="store_true", help="continue an interrupted detection run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_options(p)

@@ -69,6 +69,22 @@ class Parser(argparse.ArgumentParser):
 _NUMBER = re.compile(r"^-\d|^-\.\d")  # negative numbers are values, not flags
 
 
+def whole_number(minimum: int):
+    """An argparse `type`: a whole number no smaller than `minimum` (flags such as --limit,
+    --every, --queue); argparse turns the error into its usual one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
 def common_options() -> argparse.ArgumentParser:
     """Parent parser of every subcommand: --debug and --threads."""
     common = argparse.ArgumentParser(add_help=False)

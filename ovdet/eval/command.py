@@ -41,18 +41,10 @@ class EvalUsageError(OvdetError, ValueError):
     """Options of `ovdet eval` that do not go together."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `eval` subcommand to an argparse subparsers object; returns its parser."""
+    from ..cli.options import add_run_options, whole_number
+
     p = subparsers.add_parser(
         "eval", parents=[common], help="measure AP on COCO, LVIS or OV-COCO",
         description="Run a detector over annotated images (or take an existing COCO results file) and "
@@ -81,7 +73,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--metrics-out", type=Path, metavar="METRICS.json",
                    help=f"where to write the metrics as JSON (default: {METRICS_NAME} in the run folder)")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write a precision-recall plot (pr_curve.png) here")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images of the annotation file")
+    p.add_argument("--limit", type=whole_number(1), metavar="N", help="only the first N images of the annotation file")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from <results-out>.partial.jsonl (default: the latest "
@@ -94,8 +86,6 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                         "another annotated image instead of by its name")
     p.add_argument("--seed", type=int, help="--one-shot: seed of the exemplar draw (default 0)")
     _add_model_options(p)
-    from ..cli.options import add_run_options
-
     add_run_options(p, "eval")
     return p
 

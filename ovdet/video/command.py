@@ -28,19 +28,6 @@ from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, OvdetError
 
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
-        return value
-
-    return parse
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -60,7 +47,7 @@ def _rate(text: str) -> float:
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `video` subcommand to `subparsers`; `common` is the parent parser (--debug)."""
-    from ..cli.options import add_model_options, add_run_options, add_vocabulary_options
+    from ..cli.options import add_model_options, add_run_options, add_vocabulary_options, whole_number
 
     p = subparsers.add_parser(
         "video", parents=[common], help="detect (and track) in videos, webcams and streams",
@@ -77,17 +64,17 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     p.add_argument("--jsonl", help="one JSON line per frame to this file ('-' = stdout)")
     p.add_argument("--no-save", action="store_true", help="write no files; print the summary only")
     p.add_argument("--track", action="store_true", help="ByteTrack ids that persist across frames")
-    p.add_argument("--smooth", type=_count(0), default=0, metavar="K",
+    p.add_argument("--smooth", type=whole_number(0), default=0, metavar="K",
                    help="with --track: average class scores over a track's last K detector runs (0 = off)")
-    p.add_argument("--every", type=_count(1), default=1, metavar="N",
+    p.add_argument("--every", type=whole_number(1), default=1, metavar="N",
                    help="run the detector on every Nth frame; the tracker carries boxes in between")
-    p.add_argument("--max-frames", type=_count(1), metavar="N", help="stop after N frames")
+    p.add_argument("--max-frames", type=whole_number(1), metavar="N", help="stop after N frames")
     p.add_argument("--fps", type=_rate, help="frame rate to use instead of the source's (frame folders: 30)")
-    p.add_argument("--reconnect", type=_count(0), default=5, metavar="N",
+    p.add_argument("--reconnect", type=whole_number(0), default=5, metavar="N",
                    help="attempts to reopen a stream that drops, with doubling waits (default 5; 0 = none)")
     p.add_argument("--reconnect-delay", type=_seconds, default=1.0, metavar="S",
                    help="seconds before the first reconnection attempt (default 1)")
-    p.add_argument("--queue", type=_count(1), metavar="N",
+    p.add_argument("--queue", type=whole_number(1), metavar="N",
                    help="frames buffered between reading and detection (default: the batch size, at least 2); "
                         "a stop finishes these, a live source drops beyond them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
