@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from .records import detection_records
 from .structures import Detections
 
 
@@ -41,25 +42,6 @@ def to_coco_results(
 
 
 def to_records(dets: Detections) -> list[dict]:
-    """The JSON schema of `ovdet detect`: [{"box": [x1, y1, x2, y2], "score", "class_id",
-    "class_name"}], plus "raw_score" (the logit or cosine similarity behind the score) when the
-    detections carry one, "uncalibrated_score" (the score before a calibration file mapped it)
-    when one was applied, and "track_id" when tracked."""
-    records = []
-    for i, ((x1, y1, x2, y2), score, cid) in enumerate(
-        zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist())
-    ):
-        rec = {
-            "box": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)],
-            "score": round(float(score), 5),
-            "class_id": int(cid),
-            "class_name": dets.class_names[cid],
-        }
-        if dets.raw_scores is not None:
-            rec["raw_score"] = round(float(dets.raw_scores[i]), 5)
-        if "uncalibrated_score" in dets.extra:
-            rec["uncalibrated_score"] = round(float(dets.extra["uncalibrated_score"][i]), 5)
-        if dets.tracker_ids is not None:
-            rec["track_id"] = int(dets.tracker_ids[i])
-        records.append(rec)
-    return records
+    """The detections in the JSON schema of `ovdet detect` (see `ovdet.records`: box, score,
+    class_id, class_name, and raw_score, uncalibrated_score, track_id, mask ... when present)."""
+    return detection_records(dets)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
-from .errors import ConfigError, first_line
+from .errors import ConfigError
+from .files import read_yaml
 from .io import DEFAULT_MAX_PIXELS
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -226,20 +226,10 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = first_line(exc)
-        raise ConfigError(f"cannot read config {path}: {reason}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a YAML mapping of keys to values, got {type(data).__name__}")
-    return data
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config's mapping of keys to values (an empty file is an empty mapping)."""
+    data = read_yaml(path, "config file", expect=(dict, type(None)), error=ConfigError)
+    return data or {}
 
 
 def load_config(source: str | Path | Mapping[str, Any], **overrides: Any) -> DetectorConfig:
@@ -251,7 +241,7 @@ def load_config(source: str | Path | Mapping[str, Any], **overrides: Any) -> Det
     if isinstance(source, Mapping):
         data, where = dict(source), "mapping"
     elif str(source) in preset_names():
-        data, where = read_yaml(presets_dir() / f"{source}.yaml"), f"preset {source}"
+        data, where = read_config_file(presets_dir() / f"{source}.yaml"), f"preset {source}"
         data.setdefault("name", str(source))
     else:
         path = Path(source)
@@ -259,12 +249,12 @@ def load_config(source: str | Path | Mapping[str, Any], **overrides: Any) -> Det
             close = difflib.get_close_matches(str(source), preset_names(), n=2, cutoff=0.5)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise ConfigError(f"unknown preset {str(source)!r}{hint} (presets: {', '.join(preset_names())})")
-        data, where = read_yaml(path), str(path)
+        data, where = read_config_file(path), str(path)
     base = data.pop("base", None)
     if base is not None:
         if str(base) not in preset_names():
             raise ConfigError(f"{where}: base {base!r} is not a preset (presets: {', '.join(preset_names())})")
-        merged = read_yaml(presets_dir() / f"{base}.yaml")
+        merged = read_config_file(presets_dir() / f"{base}.yaml")
         merged.setdefault("name", str(base))
         merged.update(data)
         data = merged
@@ -276,7 +266,7 @@ def load_config(source: str | Path | Mapping[str, Any], **overrides: Any) -> Det
     if preset in preset_names() and "name" not in overrides:
         # `name` selects the weights/<name>/ folder: keep it only while the weights are the
         # preset's own, so `base: owlv2-b16` + other weights never loads OWLv2's folder
-        if final.get("weights", "") != read_yaml(presets_dir() / f"{preset}.yaml").get("weights", ""):
+        if final.get("weights", "") != read_config_file(presets_dir() / f"{preset}.yaml").get("weights", ""):
             final["name"] = ""
     try:
         return DetectorConfig(**final)
@@ -298,7 +288,7 @@ def _valid(data: Mapping[str, Any]) -> bool:
 
 def load_class_thresholds(path: str | Path) -> dict[str, float]:
     """Per-class thresholds from a YAML mapping {class name: threshold in [0, 1]}."""
-    data = read_yaml(path)
+    data = read_config_file(path)
     out: dict[str, float] = {}
     for name, value in data.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:

@@ -85,7 +85,7 @@ def save_bgr(image_bgr: np.ndarray, path: Path) -> None:
     file. OpenCV encodes from the array as it is; PIL would first copy it at 4 bytes a pixel."""
     import cv2
 
-    from .io import atomic_output
+    from .files import atomic_output
 
     path = Path(path)
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")

@@ -6,12 +6,9 @@ and 16-bit images are handled in one place.
 
 from __future__ import annotations
 
-import contextlib
 import glob
-import json
 import mmap
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -319,31 +316,3 @@ def image_files_below(folder: str | Path) -> list[str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, f) for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(found, key=lambda p: Path(p).parts)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Write a result file through a temporary file in the same folder, moved into place with
-    `os.replace` only when the `with` block succeeds: an interrupted run never leaves a
-    truncated file behind. Yields the temporary path (its suffix ends in `.tmp`, so pass the
-    format explicitly to writers that guess it from the name)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # a plain open with "x" gets the usual umask permissions (mkstemp's are 0600)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: str | Path, payload: Any, indent: int | None = None) -> Path:
-    """JSON written through `atomic_output` (flushed to disk before it replaces `path`)."""
-    with atomic_output(path) as tmp:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=indent)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    return Path(path)

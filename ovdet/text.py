@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 import numpy as np
 
 from .cache import TextEmbeddingCache
-from .errors import VocabularyError
+from .errors import VocabularyError, first_line
 
 if TYPE_CHECKING:
     import torch  # imported where used: vocabulary checks stay light for the CLI
@@ -125,18 +124,20 @@ def ensemble(embeds: torch.Tensor, num_templates: int) -> torch.Tensor:
 def load_vocabulary(path: str | Path) -> list[str]:
     """Class names from a file: a COCO/LVIS annotation JSON (its `categories`, by id; LVIS
     underscores become spaces) or plain text, one name per line ('#' starts a comment)."""
+    from .files import read_json
+
     path = Path(path)
+    if path.suffix.lower() == ".json":
+        data = read_json(path, "vocabulary file", error=VocabularyError)
+        try:
+            cats = sorted(data["categories"], key=lambda c: c["id"])
+            return [str(c["name"]).replace("_", " ") for c in cats]
+        except (KeyError, TypeError) as exc:
+            raise VocabularyError(f"{path} is not a COCO/LVIS annotation file with 'categories' (id, name): {exc}") from exc
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise VocabularyError(f"cannot read vocabulary file {path}: {exc}") from exc
-    if path.suffix.lower() == ".json":
-        try:
-            cats = json.loads(text)["categories"]
-            cats = sorted(cats, key=lambda c: c["id"])
-            return [str(c["name"]).replace("_", " ") for c in cats]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VocabularyError(f"{path} is not a COCO/LVIS annotation file with 'categories' (id, name): {exc}") from exc
+        raise VocabularyError(f"cannot read vocabulary file {path}: {first_line(exc)}") from exc
     return [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
 
 

@@ -46,7 +46,7 @@ def test_base_preset_and_overrides(tmp_path):
         ("region_mode: dense\n", "region_mode must be one of"),
         ("threshold: high\n", "must be a float"),
         ("class_agnostic_nms: 1\n", "must be a bool"),
-        ("- a\n- b\n", "must be a YAML mapping"),
+        ("- a\n- b\n", "expected a mapping of keys to values at the top, got list"),
         ("key: [unclosed\n", "cannot read config"),
         ("base: nope\n", "base 'nope' is not a preset"),
     ],
@@ -62,7 +62,7 @@ def test_bad_config_files_raise_one_line(tmp_path, text, message):
 def test_unknown_preset_and_missing_file():
     with pytest.raises(ConfigError, match="unknown preset 'owlv2-b61'.*did you mean owlv2-b16"):
         load_config("owlv2-b61")
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match="cannot read config file .*: file not found"):
         load_config("does/not/exist.yaml")
 
 

@@ -135,10 +135,10 @@ def test_expand_image_args(tmp_path):
 
 
 def test_atomic_output_leaves_no_partial_file(tmp_path):
-    from ovdet.io import atomic_output, write_json_atomic
+    from ovdet.files import atomic_output, write_json
 
     target = tmp_path / "sub" / "r.json"
-    write_json_atomic(target, {"a": 1})
+    write_json(target, {"a": 1}, indent=None)
     with pytest.raises(RuntimeError):
         with atomic_output(target) as tmp:
             tmp.write_text("half-writ")

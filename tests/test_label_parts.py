@@ -9,7 +9,8 @@ from ovdet.errors import ImageReadError
 from ovdet.label.dataset import SplitError, assign_splits, parse_split, split_counts, unique_names
 from ovdet.label.ontology import Ontology, OntologyError
 from ovdet.label.sources import expand_sources
-from ovdet.label.work import chunks, merge_prompts
+from ovdet.label.work import chunks, to_classes
+from ovdet.structures import Detections
 
 
 # -- ontology ----------------------------------------------------------------------------------------
@@ -54,27 +55,28 @@ def test_classes_with_stray_comma():
 
 
 # -- merging prompts into classes ---------------------------------------------------------------------
-def test_merge_prompts_of_one_class():
+def test_prompts_merge_into_classes():
     # prompts: 0 car, 1 automobile (class 0), 2 person (class 1)
     xyxy = np.array([[10, 10, 100, 100], [12, 11, 101, 98], [300, 300, 400, 400], [11, 10, 99, 100]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
-    prompts = np.array([0, 1, 1, 2])
-    boxes, s, cls = merge_prompts(xyxy, scores, prompts, (0, 0, 1), (0.1, 0.1), nms_iou=0.5, max_detections=100)
+    dets = Detections(xyxy=xyxy, scores=scores, class_ids=[0, 1, 1, 2], class_names=("car", "automobile", "person"),
+                      image_size=(480, 640), raw_scores=[1.0, 2.0, 3.0, 4.0])
+    merged = to_classes(dets, (0, 0, 1), ("car", "person"), (0.1, 0.1), nms_iou=0.5, max_detections=100)
     # the car/automobile boxes over one object merge into the best; the person box on the same
     # spot is another class and stays; the far automobile box stays
-    assert cls.tolist() == [0, 0, 1]
-    np.testing.assert_allclose(s, [0.9, 0.7, 0.6])
-    np.testing.assert_allclose(boxes[0], xyxy[0])
+    assert merged.class_names == ("car", "person") and merged.image_size == (480, 640)
+    assert merged.class_ids.tolist() == [0, 0, 1]
+    np.testing.assert_allclose(merged.scores, [0.9, 0.7, 0.6])
+    np.testing.assert_allclose(merged.raw_scores, [1.0, 3.0, 4.0])  # fields stay aligned with their boxes
+    np.testing.assert_allclose(merged.xyxy[0], xyxy[0])
     # per-class thresholds: person needs > 0.65
-    _, s2, cls2 = merge_prompts(xyxy, scores, prompts, (0, 0, 1), (0.1, 0.65), nms_iou=0.5, max_detections=100)
-    assert cls2.tolist() == [0, 0]
+    strict = to_classes(dets, (0, 0, 1), ("car", "person"), (0.1, 0.65), nms_iou=0.5, max_detections=100)
+    assert strict.class_ids.tolist() == [0, 0]
     # NMS disabled (iou 1): nothing merges
-    _, s3, _ = merge_prompts(xyxy, scores, prompts, (0, 0, 1), (0.1, 0.1), nms_iou=1.0, max_detections=2)
-    np.testing.assert_allclose(s3, [0.9, 0.8])
-    empty = merge_prompts(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                          (0,), (0.1,), 0.5, 10)
-    assert all(len(a) == 0 for a in empty)
-
+    top2 = to_classes(dets, (0, 0, 1), ("car", "person"), (0.1, 0.1), nms_iou=1.0, max_detections=2)
+    np.testing.assert_allclose(top2.scores, [0.9, 0.8])
+    empty = to_classes(Detections.empty(("car",), (10, 10)), (0,), ("car",), (0.1,), 0.5, 10)
+    assert len(empty) == 0 and empty.class_names == ("car",)
 
 def test_chunks_are_fixed_runs():
     assert chunks(["a", "b", "c", "d", "e"], 2) == [(0, ["a", "b"]), (1, ["c", "d"]), (2, ["e"])]

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from ovdet.video.writer import JsonlWriter, VideoFileWriter
+from ovdet.files import JsonlWriter
+from ovdet.video.writer import VideoFileWriter
 from test_video_common import (
     ROOT,
     FlakyVideoServer,

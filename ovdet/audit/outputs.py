@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io import atomic_output
+from ..files import atomic_output
 from .stats import MIN_EXPECTED
 from .summary import AuditRow, AuditSummary
 

@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from ..errors import OvdetError, first_line
-from ..io import atomic_output
+from ..files import atomic_output
 from .fit import Calibrator, from_dict, linear_tensor
 
 FORMAT = "ovdet-calibration/1"

@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from ..eval.dataset import ResultsError, check_results, load_dataset, read_json
     from ..eval.runner import prompt_name
-    from ..io import write_json_atomic
+    from ..files import write_json
     from .calibration_file import load_calibration
     from .pipeline import apply_to_results
 
@@ -288,7 +288,7 @@ def _apply(args: argparse.Namespace) -> int:
         raise CalibrateUsageError(f"{args.apply} records no category ids: pass --annotations to name the categories")
     out_results, unknown = apply_to_results(cal, results, names_by_id)
     out = args.out or args.results.with_name(args.results.stem + "_calibrated.json")
-    write_json_atomic(out, out_results)
+    write_json(out, out_results, indent=None)
     if unknown:
         print(f"ovdet: {unknown} detection(s) are of categories {args.apply} has no entry for: they got its shared "
               "calibration", file=sys.stderr)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..files import write_json
+
 from .options import (ImageBatches, UsageError, add_image_options, add_vocabulary_options, config_overrides,
-                      read_vocabulary, write_json)
+                      read_vocabulary)
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     names = read_vocabulary(args)
     from ..classify import Classifier
     from ..detector import resolve_config
+    from ..records import classification_record
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
@@ -39,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
         if classifier is None:
             classifier = Classifier.from_config(cfg)
         for path, res in zip(paths, classifier.classify_batch(arrays, names)):
-            top = res.top(args.top_k)
-            results.append({"image": path, "probabilities": res.as_dict(), "top": [{"class_name": n, "probability": round(p, 5)} for n, p in top]})
+            record = classification_record(path, res.as_dict(), args.top_k)
+            results.append(record)
             if args.json_path is None:
-                batches.bar.write(f"{path}: " + ", ".join(f"{n} {p:.3f}" for n, p in top), file=sys.stdout)
+                best = ", ".join(f"{t['class_name']} {t['probability']:.3f}" for t in record["top"])
+                batches.bar.write(f"{path}: {best}", file=sys.stdout)
     if args.json_path is not None:
         write_json(args.json_path, results)
     return batches.exit_code(len(results))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..files import read_json, write_json
 from ..errors import Interrupted, OvdetError
 from .options import (ImageBatches, LazyDetector, add_image_options, add_model_options, add_run_options,
-                      add_vocabulary_options, config_overrides, output_name, read_vocabulary, run_dir_for, saved_to,
-                      write_json)
+                      add_vocabulary_options, config_overrides, output_name, read_vocabulary, run_dir_for, saved_to)
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -32,12 +31,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def load_boxes(path: Path, image_paths: Sequence[str]) -> list[Any]:
     """--boxes JSON: {"image path or file name": [[x1, y1, x2, y2], ...]} -> one list per image."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise OvdetError(f"cannot read boxes file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise OvdetError(f"boxes file {path} must map image paths (or file names) to lists of [x1, y1, x2, y2]")
+    data = read_json(path, "boxes file (a mapping of image paths or file names to [[x1, y1, x2, y2], ...])", expect=dict)
     out = []
     for image in image_paths:
         boxes = data.get(image, data.get(Path(image).name))
@@ -51,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     """Without --out, --json or --no-save the annotated images and results.json go to a new run
     folder runs/detect/exp<N>; with either flag, exactly where it says."""
     names = read_vocabulary(args)  # fail before importing torch or loading a model
-    from ..adapters import to_records
     from ..detector import resolve_config
+    from ..records import image_record
 
     cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
     # the model loads once the first image's header has been read: bad images fail fast
@@ -71,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 json_path = str(save_dir / "results.json")
             given = [boxes[p] for p in paths] if boxes is not None else None
             for path, image, dets in zip(paths, images, lazy.get().detect_batch(images, names, boxes=given)):
-                h, w = dets.image_size
-                results.append({"image": path, "width": w, "height": h, "detections": to_records(dets)})
+                results.append(image_record(path, dets))
                 if save_dir is not None:
                     from ..draw import save_annotated
                     from ..io import load_image

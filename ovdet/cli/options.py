@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import re
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ImageReadError, OvdetError
-from ..io import write_json_atomic
 
 
 class UsageError(OvdetError):
@@ -291,15 +289,6 @@ def read_vocabulary(args: argparse.Namespace) -> tuple:
     resolve_vocabulary(entries)  # the usual name checks
     check_examples(examples)
     return entries
-
-
-def write_json(path: str, payload: Any) -> None:
-    """JSON to a file, atomically (never a truncated file), or to stdout for '-'."""
-    if path == "-":
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        write_json_atomic(path, payload, indent=2)
 
 
 def output_name(path: str, used: set[str]) -> str:

@@ -257,7 +257,8 @@ def _category_examples(args: argparse.Namespace, classes: list[str]) -> list:
 def run(args: argparse.Namespace) -> int:
     """Execute `ovdet eval`; returns the exit code (0 ok, 1 images skipped)."""
     from . import evaluate
-    from .dataset import load_dataset, load_results, write_json_atomic
+    from ..files import write_json
+    from .dataset import load_dataset, load_results
     from .lvis import check_lvis
     from .ovcoco import check_split, load_split
     from .report import format_metrics, format_per_category, plot_pr
@@ -300,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_per_category(metrics))
     metrics_out = args.metrics_out if args.metrics_out is not None else folder.get() / METRICS_NAME
-    write_json_atomic(metrics_out, metrics, indent=2)
+    write_json(metrics_out, metrics, indent=2)
     if args.metrics_out is not None:
         print(f"ovdet: metrics in {args.metrics_out}", file=sys.stderr)
     if args.plots is not None:

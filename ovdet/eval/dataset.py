@@ -13,14 +13,13 @@ pycocotools or lvis-api would fail with an assertion or a KeyError deep inside.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import OvdetError
-from ..io import write_json_atomic  # noqa: F401  (re-exported for the eval modules)
+from ..files import read_json
 
 
 class AnnotationError(OvdetError, ValueError):
@@ -40,20 +39,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def read_json(path: str | Path, error: type[OvdetError]) -> Any:
-    """Parse a JSON file; a missing or broken file raises `error` with one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise error(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-    except UnicodeDecodeError as exc:
-        raise error(f"{path} is not a UTF-8 text file, so not JSON") from exc
 
 
 @dataclass(frozen=True)
@@ -100,7 +85,7 @@ class Dataset:
 def load_dataset(path: str | Path) -> Dataset:
     """Read and validate a COCO or LVIS annotation file (raises `AnnotationError`)."""
     path = Path(path)
-    data = read_json(path, AnnotationError)
+    data = read_json(path, "annotation file", error=AnnotationError)
     if isinstance(data, list):
         raise AnnotationError(
             f"{path} is a JSON list, not a COCO/LVIS annotation file (a results file? pass it with --results)"
@@ -169,7 +154,7 @@ def _unique_ids(path: Path, items: list, what: str) -> set:
 
 def load_results(path: str | Path, dataset: Dataset) -> list[dict]:
     """Read a COCO results file and check it against `dataset` (raises `ResultsError`)."""
-    data = read_json(path, ResultsError)
+    data = read_json(path, "results file", error=ResultsError)
     if isinstance(data, dict) and "annotations" in data:
         raise ResultsError(f"{path} is an annotation file, not results: results are a JSON list of detections")
     return check_results(data, dataset, source=str(path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_output
+from ..files import atomic_output
 from .coco import Evaluation
 
 GROUPS = {

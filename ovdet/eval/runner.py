@@ -29,7 +29,8 @@ from ..adapters import to_coco_results
 from ..errors import ImageReadError, Interrupted, OvdetError
 from ..exemplars import resolve_vocabulary, vocabulary_record
 from ..io import load_image
-from .dataset import Dataset, read_json, write_json_atomic
+from ..files import read_json, write_json
+from .dataset import Dataset
 
 PARTIAL_FORMAT = "ovdet-eval-partial/1"
 SHOWN_SKIPS = 5  # skipped images named one by one; the rest are only counted
@@ -97,7 +98,7 @@ def vocabulary(categories: Sequence[dict], classes_from: str | Path | None = Non
         return [prompt_name(cat["name"]) for cat in categories]
     path = Path(classes_from)
     if path.suffix.lower() == ".json":
-        raw = read_json(path, ClassesFileError)
+        raw = read_json(path, "classes file", error=ClassesFileError)
         annotations = isinstance(raw, dict) and isinstance(raw.get("categories"), list)
         if annotations:
             by_id = {c.get("id"): c.get("name") for c in raw["categories"] if isinstance(c, dict)}
@@ -376,7 +377,7 @@ def run_detector(
         raise ImageReadError(f"none of the {len(selection)} image(s) could be read (e.g. {next(iter(skipped))}: "
                              f"{next(iter(skipped.values()))})")
     results = [entry for image_id in order for entry in done[image_id]]
-    write_json_atomic(results_out, results)
+    write_json(results_out, results, indent=None)
     partial.unlink(missing_ok=True)
     return RunOutcome(
         results=results, image_ids=order, results_path=results_out, skipped=skipped,

@@ -8,8 +8,6 @@ every detection, plus index.json listing them.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError, OvdetError
+from ..structures import Detections
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -68,35 +67,33 @@ def _unique_stem(path: str, used: set[str]) -> str:
     return stem
 
 
-def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[dict]]:
-    """`ovdet detect --json` output -> {image path: [{"box", "score", "class_name"}, ...]} for
-    every image (matched by path, then file name); an image with no entry is an error."""
+def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, Detections]:
+    """`ovdet detect --json` output -> {image path: its `Detections`} for every image (matched by
+    path, then file name); an image with no entry is an error."""
+    from ..files import read_json
+    from ..records import RecordError, detections_from_image_record
+
     expected = "expected `ovdet detect --json` output: [{\"image\": ..., \"detections\": [...]}]"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise OvdetError(f"cannot read detections file {path} ({expected}): {exc}") from exc
-    if isinstance(data, list) and data and isinstance(data[0], dict) and {"image_id", "bbox"} <= set(data[0]):
+    data = read_json(path, "detections file", expect=list)
+    if data and isinstance(data[0], dict) and {"image_id", "bbox"} <= set(data[0]):
         # COCO results (what `ovdet eval` writes) name images by id, not path: nothing to match
         raise OvdetError(f"{path} is a COCO results file (from `ovdet eval`?); --detections-from takes "
                          "`ovdet detect --json` output, which names each image")
-    by_key: dict[str, list[dict]] = {}
-    try:
-        if not isinstance(data, list):
-            raise ValueError(f"the top level is a {type(data).__name__}, not a list")
-        for entry in data:
-            dets = [{"box": [float(v) for v in d["box"]], "score": float(d["score"]), "class_name": str(d["class_name"])}
-                    for d in entry["detections"]]
-            for d in dets:
-                box = d["box"]
-                if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
-                    raise ValueError(f"box {box} of {entry['image']} is not [x1, y1, x2, y2] with x2 > x1, y2 > y1")
-            by_key[str(entry["image"])] = dets
-            by_key.setdefault(Path(str(entry["image"])).name, dets)
-    except KeyError as exc:  # str(KeyError) is just the quoted key: say what is missing
-        raise OvdetError(f"detections file {path}: an entry has no {exc} field ({expected})") from exc
-    except (ValueError, TypeError) as exc:
-        raise OvdetError(f"cannot read detections file {path} ({expected}): {exc}") from exc
+    by_key: dict[str, Detections] = {}
+    for entry in data:
+        try:
+            dets = detections_from_image_record(entry, source=f"detections file {path}")
+        except RecordError as exc:
+            raise OvdetError(f"{exc} ({expected})") from None
+        if dets is None:  # an image `ovdet detect` could not read
+            continue
+        b = dets.xyxy
+        bad = ~(np.isfinite(b).all(axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+        if bad.any():
+            raise OvdetError(f"detections file {path}: box {b[bad][0].tolist()} of {entry['image']} is not "
+                             "[x1, y1, x2, y2] with x2 > x1, y2 > y1")
+        by_key[str(entry["image"])] = dets
+        by_key.setdefault(Path(str(entry["image"])).name, dets)
     out = {}
     for image in image_paths:
         dets = by_key.get(image, by_key.get(Path(image).name))
@@ -105,10 +102,9 @@ def _detections_file(path: Path, image_paths: Sequence[str]) -> dict[str, list[d
         out[image] = dets
     return out
 
-
 def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) -> None:
     from ..draw import save_annotated, save_image
-    from ..io import atomic_output
+    from ..files import atomic_output
     from .maps import overlay
 
     with atomic_output(png.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
@@ -125,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
     from ..detector import Detector, resolve_config
     from . import NOT_A_CLIP_VIT
     from .maps import Explainer
-    from ..io import expand_image_args, write_json_atomic
-    from ..structures import Detections
+    from ..io import expand_image_args
+    from ..files import write_json
 
     names = read_vocabulary(args)  # fail before loading a model
     overrides: dict[str, Any] = {"templates": args.templates} if args.templates else {}
@@ -162,23 +158,21 @@ def run(args: argparse.Namespace) -> int:
                 index.append({"image": path, "kind": "class", "class_name": name,
                               "map": str(png.with_suffix(".npy")), "overlay": str(png)})
             if detector is not None:
-                found = detector.detect(image, names)
-                dets = [{"box": b, "score": s, "class_name": n}
-                        for b, s, n in zip(found.xyxy.tolist(), found.scores.tolist(), found.labels)]
+                dets = detector.detect(image, names)
             else:
-                dets = given[path] if given is not None else []
-            for i, d in enumerate(dets):  # one map at a time: N full-size maps can be gigabytes
-                relevance = explainer.explain_box(image, d["box"], d["class_name"], args.method)
-                png = out / f"{stem}_det{i:02d}_{_slug(d['class_name'])}.png"  # the index keeps it unique
-                one = Detections(xyxy=[d["box"]], scores=[d["score"]], class_ids=[0], class_names=(d["class_name"],),
-                                 image_size=(h, w))
+                dets = given[path] if given is not None else Detections.empty(names, (h, w))
+            for i in range(len(dets)):  # one map at a time: N full-size maps can be gigabytes
+                one = dets[i : i + 1]
+                name, box = one.labels[0], one.xyxy[0].tolist()
+                relevance = explainer.explain_box(image, box, name, args.method)
+                png = out / f"{stem}_det{i:02d}_{_slug(name)}.png"  # the index keeps it unique
                 _save_map(relevance, image, png, one)
-                index.append({"image": path, "kind": "detection", "class_name": d["class_name"], "box": d["box"],
-                              "score": d["score"], "map": str(png.with_suffix(".npy")), "overlay": str(png)})
+                index.append({"image": path, "kind": "detection", "class_name": name, "box": box,
+                              "score": float(one.scores[0]), "map": str(png.with_suffix(".npy")), "overlay": str(png)})
             batches.bar.write(f"{path}: {len(names)} class map(s), {len(dets)} detection map(s)", file=sys.stdout)
             done += 1
     if done:
-        write_json_atomic(out / "index.json", index, indent=2)
+        write_json(out / "index.json", index, indent=2)
         print(f"ovdet: maps for {done} image(s) (index.json lists them)", file=sys.stderr)
         print(saved_to(out), file=sys.stderr)
     return batches.exit_code(done)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import ImageReadError, OvdetError
-from ..io import write_json_atomic
+from ..files import write_json
 from .dataset import build_images, parse_split
 from .exporters import FORMATS, export, parse_formats
 from .ontology import Ontology
@@ -164,10 +163,7 @@ def label(
     store = ShardStore(out)
     chunk_size = int(config.batch_size)
     if resume and store.exists():
-        try:
-            stored = int(json.loads(store.manifest_path.read_text(encoding="utf-8")).get("chunk_size", chunk_size))
-        except (OSError, ValueError):
-            stored = chunk_size
+        stored = int(store.stored_manifest().get("chunk_size", chunk_size))
         if stored != chunk_size:
             print(f"ovdet: resuming with the interrupted run's batches of {stored} image(s) (not {chunk_size}), "
                   "so that every chunk is the batch it was", file=sys.stderr)
@@ -202,7 +198,7 @@ def label(
         computed += len(records)
         for r in records:
             if "error" in r:
-                bar.write(f"ovdet: skipping {r['path']}: {r['error']}", file=sys.stderr)
+                bar.write(f"ovdet: skipping {r['image']}: {r['error']}", file=sys.stderr)
         bar.update(len(records))
 
     started = time.perf_counter()
@@ -227,8 +223,8 @@ def label(
 
     # -- export from the shards ---------------------------------------------------------------------
     records = [r for k, _ in all_chunks for r in done[k]]
-    skipped = {r["path"]: r["error"] for r in records if "error" in r}
-    images = build_images(records, fractions, seed)
+    skipped = {r["image"]: r["error"] for r in records if "error" in r}
+    images = build_images(records, onto.names, fractions, seed)
     if not images:
         raise ImageReadError(f"none of the {len(paths)} image(s) could be read (e.g. {next(iter(skipped))}: "
                              f"{next(iter(skipped.values()))})")
@@ -248,5 +244,5 @@ def label(
     if workers_seen:
         run["worker_ovdet"] = workers_seen
     report = build_report(images, skipped, onto.names, settings, dataclasses.asdict(config), run)
-    write_json_atomic(out / "report.json", report, indent=2)
+    write_json(out / "report.json", report, indent=2)
     return report

@@ -17,6 +17,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import OvdetError
+from ..records import detections_from_image_record
+from ..structures import Detections
 
 SPLIT_NAMES = ("train", "val", "test")  # the keys ultralytics' data.yaml understands
 
@@ -30,30 +32,42 @@ class LabelledImage:
     """One exported image.
 
     path: the source file (absolute); name: its file name in the export (unique by stem);
-    width, height: pixels (EXIF orientation applied, as the detector saw it);
-    xyxy: (N, 4) float32 boxes in pixels; scores: (N,) float32; class_ids: (N,) int64
-    ontology class indices; split: "train" | "val" | "test".
+    detections: its `Detections` over the ontology's classes (xyxy pixels of the image as the
+    detector saw it, EXIF orientation applied); split: "train" | "val" | "test".
     """
 
     path: str
     name: str
-    width: int
-    height: int
-    xyxy: np.ndarray
-    scores: np.ndarray
-    class_ids: np.ndarray
+    detections: Detections
     split: str = "train"
+
+    @property
+    def width(self) -> int:
+        return self.detections.image_size[1]
+
+    @property
+    def height(self) -> int:
+        return self.detections.image_size[0]
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        return self.detections.xyxy
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.detections.scores
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        return self.detections.class_ids
 
     @property
     def stem(self) -> str:
         return Path(self.name).stem
 
     def to_supervision(self):
-        """`supervision.Detections` (xyxy, confidence, class_id) for supervision's writers."""
-        import supervision as sv
-
-        return sv.Detections(xyxy=self.xyxy.reshape(-1, 4).astype(np.float32), confidence=self.scores,
-                             class_id=self.class_ids)
+        """`supervision.Detections` for supervision's dataset writers."""
+        return self.detections.to_supervision()
 
 
 def parse_split(text: str | Mapping[str, float] | None) -> dict[str, float]:
@@ -130,16 +144,13 @@ def unique_names(paths: Iterable[str]) -> dict[str, str]:
     return names
 
 
-def build_images(records: Iterable[dict], fractions: Mapping[str, float], seed: int) -> list[LabelledImage]:
-    """Readable records (see `work`) -> `LabelledImage`s sorted by path, named and split."""
-    good = sorted((r for r in records if "error" not in r), key=lambda r: r["path"])
-    names = unique_names(r["path"] for r in good)
-    splits = assign_splits([r["path"] for r in good], fractions, seed)
-    return [
-        LabelledImage(
-            path=r["path"], name=names[r["path"]], width=int(r["width"]), height=int(r["height"]),
-            xyxy=np.asarray(r["xyxy"], np.float32).reshape(-1, 4), scores=np.asarray(r["scores"], np.float32),
-            class_ids=np.asarray(r["class_ids"], np.int64), split=splits[r["path"]],
-        )
-        for r in good
-    ]
+def build_images(records: Iterable[dict], classes: Sequence[str], fractions: Mapping[str, float],
+                 seed: int) -> list[LabelledImage]:
+    """Readable Image records (see `work`) over `classes` -> `LabelledImage`s sorted by path,
+    named and split."""
+    good = sorted((r for r in records if "error" not in r), key=lambda r: r["image"])
+    names = unique_names(r["image"] for r in good)
+    splits = assign_splits([r["image"] for r in good], fractions, seed)
+    return [LabelledImage(path=r["image"], name=names[r["image"]], split=splits[r["image"]],
+                          detections=detections_from_image_record(r, classes, source="label shards"))
+            for r in good]

@@ -78,15 +78,9 @@ class Ontology:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Ontology":
-        import yaml
+        from ..files import read_yaml
 
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise OntologyError(f"cannot read ontology {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise OntologyError(f"ontology {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        data = read_yaml(path, "ontology", error=OntologyError)
         if data is None:
             raise OntologyError(f"empty ontology in {path}: name at least one class, e.g. `car: [car, automobile]`")
         return cls.from_dict(data, where=str(path))

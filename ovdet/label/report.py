@@ -72,7 +72,6 @@ def review_sheet(images: Sequence[LabelledImage], classes: Sequence[str], count:
     (JPEG). Returns the paths shown."""
     from ..draw import annotate, save_image
     from ..io import load_image
-    from ..structures import Detections
 
     if count <= 0 or not images:
         return []
@@ -81,9 +80,7 @@ def review_sheet(images: Sequence[LabelledImage], classes: Sequence[str], count:
     tiles = []
     for i in picked:
         im = images[i]
-        dets = Detections(xyxy=im.xyxy, scores=im.scores, class_ids=im.class_ids, class_names=tuple(classes),
-                          image_size=(im.height, im.width))
-        tiles.append(_tile(annotate(load_image(im.path), dets), tile))
+        tiles.append(_tile(annotate(load_image(im.path), im.detections), tile))
     cols = max(1, int(np.ceil(np.sqrt(len(tiles)))))
     rows = int(np.ceil(len(tiles) / cols))
     sheet = np.full((rows * tile[1], cols * tile[0], 3), 255, np.uint8)

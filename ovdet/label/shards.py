@@ -12,17 +12,15 @@ actors' results stream back), so there is one writer.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import OvdetError
-from ..io import atomic_output, write_json_atomic
+from ..files import DataFileError, read_json, read_jsonl, write_json, write_jsonl
 
 STATE_DIR = ".ovdet-label"
-MANIFEST_FORMAT = "ovdet-label/1"
+MANIFEST_FORMAT = "ovdet-label/2"  # 2: shards hold the Image records of ovdet.records
 _SHARD = re.compile(r"^chunk-(\d{6,})\.jsonl$")
 
 
@@ -59,14 +57,21 @@ class ShardStore:
         for p in self.root.iterdir():
             if _SHARD.match(p.name) or p.name.endswith(".tmp"):
                 p.unlink()
-        write_json_atomic(self.manifest_path, manifest, indent=1)
+        write_json(self.manifest_path, manifest, indent=1)
+
+    def stored_manifest(self) -> dict:
+        """The manifest on disk; {} when it is missing or unreadable (`check` says why)."""
+        try:
+            return read_json(self.manifest_path, "label manifest", expect=dict)
+        except DataFileError:
+            return {}
 
     def check(self, manifest: dict) -> None:
         """Refuse to resume when the stored manifest differs, naming what changed."""
         try:
-            stored = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ResumeError(f"cannot resume: {self.manifest_path} is unreadable ({exc}); use --overwrite") from exc
+            stored = read_json(self.manifest_path, "label manifest", expect=dict)
+        except DataFileError as exc:
+            raise ResumeError(f"cannot resume: {exc}; use --overwrite") from exc
         if stored.get("format") != MANIFEST_FORMAT:
             raise ResumeError(f"cannot resume: {self.manifest_path} was written by another ovdet version; use --overwrite")
         if stored != manifest:
@@ -93,17 +98,13 @@ class ShardStore:
                 continue
             chunk = int(m.group(1))
             try:
-                records = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
-            except (OSError, ValueError):
+                records = read_jsonl(p, "label shard")
+            except DataFileError:
                 continue
-            if chunk in expected and [r.get("path") for r in records] == expected[chunk]:
+            if chunk in expected and [r.get("image") for r in records] == expected[chunk]:
                 done[chunk] = records
         return done
 
     def write(self, chunk: int, records: list[dict]) -> None:
         """One shard, atomically and durably (fsync before the rename)."""
-        with atomic_output(self.shard_path(chunk)) as tmp:
-            with open(tmp, "x", encoding="utf-8") as fh:
-                fh.write("".join(json.dumps(r) + "\n" for r in records))
-                fh.flush()
-                os.fsync(fh.fileno())
+        write_jsonl(self.shard_path(chunk), records)

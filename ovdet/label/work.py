@@ -4,20 +4,22 @@ Both engines hand the same chunks of paths (fixed by `chunks()`) to a `LabelWork
 is always one forward batch of the same images whichever engine, worker or resume ran it: the
 annotations are the same bit for bit.
 
-A record (JSON-ready) per image:
-    {"path": str, "width": int, "height": int,
-     "xyxy": [[x1, y1, x2, y2], ...] (original pixels, 2 decimals),
-     "scores": [float, ...] (5 decimals), "class_ids": [ontology class index, ...]}
-best score first; or {"path": str, "error": str} for an image that could not be read.
+A record per image: the Image record of `ovdet.records` (what `ovdet detect --json` writes),
+over the ontology's classes, best score first; or its error record for an image that could not
+be read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ImageReadError
+from ..postprocess import select_detections
+from ..records import error_record, image_record
+from ..structures import Detections
 from .ontology import Ontology
 
 
@@ -27,32 +29,28 @@ def chunks(paths: Sequence[str], size: int) -> list[tuple[int, list[str]]]:
     return [(k, list(paths[i : i + size])) for k, i in enumerate(range(0, len(paths), size))]
 
 
-def merge_prompts(xyxy: np.ndarray, scores: np.ndarray, prompt_ids: np.ndarray, prompt_class: Sequence[int],
-                  thresholds: Sequence[float], nms_iou: float, max_detections: int):
+def to_classes(dets: Detections, prompt_class: Sequence[int], classes: Sequence[str], thresholds: Sequence[float],
+               nms_iou: float, max_detections: int) -> Detections:
     """Detections over prompts -> detections over ontology classes.
 
     Args:
-        xyxy: (N, 4) float boxes in pixels; scores: (N,); prompt_ids: (N,) index into the prompts.
-        prompt_class: class index of each prompt; thresholds: score cut per class (strictly above).
+        dets: one image's detections; `class_ids` index the prompts.
+        prompt_class: class index of each prompt; classes: the ontology's class names.
+        thresholds: score cut per class (strictly above).
         nms_iou: boxes of one class overlapping above this IoU are merged into the best one
-            (torchvision batched_nms, i.e. NMS within each class); >= 1 keeps them all.
+            (NMS within each class, as `select_detections` does it); >= 1 keeps them all.
     Returns:
-        (xyxy (K, 4) float32, scores (K,) float32, class_ids (K,) int64), best score first.
+        `Detections` over `classes`, best score first, at most `max_detections`.
     """
-    import torch
-    from torchvision.ops import batched_nms
-
-    class_ids = np.asarray(prompt_class, dtype=np.int64)[prompt_ids] if len(prompt_ids) else np.zeros(0, np.int64)
-    keep = scores > np.asarray(thresholds, dtype=np.float32)[class_ids] if len(scores) else np.zeros(0, bool)
-    xyxy, scores, class_ids = xyxy[keep], scores[keep], class_ids[keep]
-    b, s = torch.from_numpy(np.ascontiguousarray(xyxy, np.float32)), torch.from_numpy(scores.astype(np.float32))
-    if nms_iou < 1.0 and len(s):
-        order = batched_nms(b, s, torch.from_numpy(class_ids), nms_iou).numpy()
-    else:
-        order = torch.sort(s, descending=True, stable=True).indices.numpy()
-    order = order[:max_detections]
-    return xyxy[order].astype(np.float32), scores[order].astype(np.float32), class_ids[order]
-
+    class_ids = np.asarray(prompt_class, dtype=np.int64)[dets.class_ids]
+    # one candidate per detection: its score in its class's column, so selection (per-class
+    # thresholds, per-class NMS, top-k) is the detector's own
+    scores = np.zeros((len(dets), len(classes)), np.float32)
+    scores[np.arange(len(dets)), class_ids] = dets.scores
+    sel = select_detections(dets.xyxy, scores, np.asarray(thresholds, np.float32), nms_iou=nms_iou,
+                            max_detections=max_detections, multi_label=True)
+    kept = dets[sel.index]
+    return dataclasses.replace(kept, class_ids=sel.class_ids, class_names=tuple(classes))
 
 class LabelWork:
     """Callable `paths -> records` for one detector config and ontology.
@@ -94,7 +92,7 @@ class LabelWork:
                 arrays.append(load_image(path))
                 readable.append(path)
             except ImageReadError as exc:
-                records[path] = {"path": path, "error": str(exc)}
+                records[path] = error_record(path, str(exc))
         if arrays:
             dets = self.detector.detect_batch(arrays, list(self.ontology.prompts), threshold=self.floor,
                                               negatives=list(self.negatives), batch_size=len(arrays))
@@ -103,15 +101,9 @@ class LabelWork:
                 records[path] = self.record(path, det)
         return [records[p] for p in paths]
 
-    def record(self, path: str, det) -> dict:
-        """One image's `Detections` (over prompts) -> its record (over classes)."""
+    def record(self, path: str, det: Detections) -> dict:
+        """One image's `Detections` (over prompts) -> its Image record (over classes)."""
         cfg = self.config
-        xyxy, scores, class_ids = merge_prompts(det.xyxy, det.scores, det.class_ids, self.ontology.prompt_class,
-                                                self.thresholds, cfg.nms_iou, cfg.max_detections)
-        h, w = det.image_size
-        return {
-            "path": path, "width": int(w), "height": int(h),
-            "xyxy": [[round(float(v), 2) for v in box] for box in xyxy],
-            "scores": [round(float(s), 5) for s in scores],
-            "class_ids": [int(c) for c in class_ids],
-        }
+        dets = to_classes(det, self.ontology.prompt_class, self.ontology.names, self.thresholds, cfg.nms_iou,
+                          cfg.max_detections)
+        return image_record(path, dets)

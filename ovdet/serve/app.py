@@ -34,6 +34,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from ..records import classification_record, image_record
 from ..errors import ImageReadError, OvdetError, VocabularyError, first_line
 from ..text import parse_classes, validate_vocabulary
 from .batcher import Batcher, Job, QueueFull
@@ -232,14 +233,11 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
         """The answer is the object `ovdet detect --json` writes for one image: `{"image",
         "width", "height", "detections": [{"box": [x1, y1, x2, y2] (pixels), "score",
         "class_id", "class_name", "raw_score"}]}`."""
-        from ..adapters import to_records
-
         fields, data, name = await _read(request, DetectFields, DetectJSON, settings)
         names, negatives = _vocabulary(fields.classes, fields.negatives, settings.max_classes)
         image = await run_in_threadpool(decode_image, data, settings)
         dets = await service.run(Job("detect", image, names, negatives, fields.threshold))
-        h, w = dets.image_size
-        return {"image": name, "width": w, "height": h, "detections": to_records(dets)}
+        return image_record(name, dets)
 
     @app.post("/v1/classify", dependencies=[Depends(authorize)],
               openapi_extra=_request_body(ClassifyFields, ClassifyJSON), responses=ERRORS,
@@ -254,9 +252,7 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
         names, _ = _vocabulary(fields.classes, None, settings.max_classes)
         image = await run_in_threadpool(decode_image, data, settings)
         res = await service.run(Job("classify", image, names))
-        top = res.top(fields.top_k)
-        return {"image": name, "probabilities": res.as_dict(),
-                "top": [{"class_name": n, "probability": round(p, 5)} for n, p in top]}
+        return classification_record(name, res.as_dict(), fields.top_k)
 
     @app.get("/v1/model", dependencies=[Depends(authorize)], summary="What this server runs")
     async def model() -> dict:

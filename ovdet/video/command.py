@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from ..detector import Detector, resolve_config
     from .reader import FrameReader, ReconnectPolicy
     from .stream import default_queue_size, stream
-    from .writer import JsonlWriter, check_video_path
+    from ..files import JsonlWriter
+    from .writer import check_video_path
 
     names = read_vocabulary(args)  # cheap checks first, before opening or loading
     if args.smooth and not args.track:
@@ -173,7 +174,7 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
     beside it)."""
     from tqdm import tqdm
 
-    from ..adapters import to_records
+    from ..records import frame_record
     from .errors import StreamLostError
     from ..draw import draw_bgr
     from .pipeline import OutputThread
@@ -193,8 +194,7 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
                 outputs["video"] = VideoFileWriter(out, info.fps, (w, h))
             outputs["video"].write_bgr(draw_bgr(rec.frame, rec.detections))
         if jsonl is not None:
-            jsonl.write({"frame": rec.index, "time": round(rec.timestamp, 4),
-                         "detections": to_records(rec.detections)})
+            jsonl.write(frame_record(rec.index, rec.timestamp, rec.detections))
 
     writer = OutputThread(write, queue_size=8) if (out is not None or jsonl is not None) else None
     start = time.monotonic()

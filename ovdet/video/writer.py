@@ -1,16 +1,14 @@
-"""Outputs of a video run: the annotated video and the per-frame JSONL.
+"""The annotated video of a video run (its per-frame JSONL is written by `ovdet.files.JsonlWriter`).
 
-Both are written frame by frame as results arrive, so whatever was processed before a stop or
-a crash is on disk: each JSONL line is written whole and flushed; the video is playable once
-`close()` has written the container's index (an .mp4 needs that; an .avi mostly plays without).
+Written frame by frame as results arrive, so whatever was processed before a stop or a crash
+is on disk; the video is playable once `close()` has written the container's index (an .mp4
+needs that; an .avi mostly plays without).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -89,48 +87,6 @@ class VideoFileWriter:
             self._writer = None
 
     def __enter__(self) -> "VideoFileWriter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class JsonlWriter:
-    """One JSON object per line, each line written in one piece and flushed at once, so a
-    reader (or a crash) never sees half a line. Path "-" writes to stdout."""
-
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        self.lines = 0
-        if self.path == "-":
-            self._fh: IO[str] | None = sys.stdout
-            self._owned = False
-        else:
-            target = Path(path)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(target, "w", encoding="utf-8")
-            except OSError as exc:
-                raise VideoWriteError(f"cannot write {target}: {exc.strerror or exc}") from exc
-            self._owned = True
-
-    def write(self, record: dict) -> None:
-        if self._fh is None:
-            raise VideoWriteError(f"{self.path} is already closed")
-        self._fh.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-        self._fh.flush()
-        self.lines += 1
-
-    def close(self) -> None:
-        """Flush and close (stdout is flushed, not closed). Idempotent."""
-        if self._fh is None:
-            return
-        self._fh.flush()
-        if self._owned:
-            self._fh.close()
-        self._fh = None
-
-    def __enter__(self) -> "JsonlWriter":
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ...config import preset_names, presets_dir, read_yaml
+from ...config import preset_names, presets_dir, read_config_file
 from ...errors import ConfigError, WeightsNotFoundError
 from ...weights import weights_dirs
 from .offline import downloads_allowed, error_line, ultralytics_offline
@@ -24,7 +24,7 @@ def _presets_using(filename: str) -> list[str]:
     found = []
     for name in preset_names():
         try:
-            data = read_yaml(presets_dir() / f"{name}.yaml")
+            data = read_config_file(presets_dir() / f"{name}.yaml")
         except ConfigError:
             continue
         if filename in (str(data.get("weights", "")), str(data.get("proposer_weights", ""))):

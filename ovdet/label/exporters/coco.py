@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ...io import write_json_atomic
+from ...files import write_json
 from ..dataset import LabelledImage
 
 
@@ -47,4 +47,4 @@ def write(images: Sequence[LabelledImage], classes: list[str], folder: Path, mod
             "annotations": json.loads(json.dumps(annotations)),  # plain ints and floats
             "categories": categories,
         }
-        write_json_atomic(Path(folder) / f"{split}.json", payload)
+        write_json(Path(folder) / f"{split}.json", payload, indent=None)

@@ -20,7 +20,7 @@ from typing import Sequence
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
-from ...io import write_json_atomic
+from ...files import write_json
 from ..dataset import LabelledImage
 
 
@@ -59,5 +59,5 @@ def write(images: Sequence[LabelledImage], classes: list[str], folder: Path, mod
           labelstudio_root: str = "/", **_options) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "tasks.json", [task(im, classes, model_version, labelstudio_root) for im in images], indent=1)
+    write_json(folder / "tasks.json", [task(im, classes, model_version, labelstudio_root) for im in images], indent=1)
     (folder / "config.xml").write_text(config_xml(classes), encoding="utf-8")
