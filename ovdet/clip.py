@@ -73,7 +73,8 @@ class ClipModel:
         if not texts:
             return torch.empty(0, self.model.config.projection_dim, device=self.device)
         tokenizer = self.processor.tokenizer
-        ids = tokenizer(texts, truncation=True)["input_ids"]  # tokenized once, padded per batch
+        context = self.model.config.text_config.max_position_embeddings  # the tower's, whatever the tokenizer says
+        ids = tokenizer(texts, truncation=True, max_length=context)["input_ids"]  # tokenized once, padded per batch
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         for start in range(0, len(texts), TEXT_BATCH):
             batch = order[start : start + TEXT_BATCH]

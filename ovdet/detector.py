@@ -230,14 +230,17 @@ class Detector:
     # -- images -------------------------------------------------------------------------------
     def decode_size(self, height: int, width: int) -> tuple[int, int] | None:
         """The smallest (h, w) worth decoding a `height` x `width` image at for this model
-        (JPEG draft; see `ovdet.io.read_image`); None = full size: with tiling (tiles need
-        every pixel) or when the backend does not say (it crops from the full image)."""
+        (JPEG draft; see `ovdet.io.read_image`); None = full size: always unless the config's
+        `reduced_decode` is on (exact pixels by default), and with tiling (tiles need every
+        pixel) or when the backend does not say (it crops from the full image)."""
         needed = getattr(self.backend, "decode_size", None)
-        return None if self.config.tile or needed is None else needed(height, width)
+        off = not self.config.reduced_decode or self.config.tile or needed is None
+        return None if off else needed(height, width)
 
     def load(self, image: Any) -> LoadedImage:
-        """Read a path, PIL image or array for this detector: refused above `max_pixels` (one
-        line saying how to raise it), JPEGs decoded at the size the model needs."""
+        """Read a path, URL, encoded bytes, PIL image or array for this detector: refused above
+        `max_pixels` (one line saying how to raise it); JPEGs decoded in full, or at the size
+        the model needs with `reduced_decode`."""
         return read_image(image, self.config.max_pixels, self.decode_size)
 
     # -- detection ----------------------------------------------------------------------------

@@ -36,8 +36,8 @@ LARGE_DECODE_PIXELS = 64_000_000
 class LoadedImage:
     """An image as decoded for a model.
 
-    array: (h, w, 3) RGB uint8; a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (PIL's draft)
-        when the model needs fewer pixels.
+    array: (h, w, 3) RGB uint8: the whole image by default; a JPEG read with a `decode_size`
+        (the opt-in `reduced_decode`) may be decoded at 1/2, 1/4 or 1/8 scale (PIL's draft).
     size: (height, width) of the image itself (after EXIF rotation): detections are reported
         in these pixels.
     """
@@ -153,15 +153,16 @@ def check_pixels(height: int, width: int, max_pixels: int, name: str = "image") 
 
 def read_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
                decode_size: Callable[[int, int], tuple[int, int] | None] | None = None) -> LoadedImage:
-    """Load a path, PIL image, array or `LoadedImage` for a model.
+    """Load a path, http(s) URL, encoded bytes, PIL image, array or `LoadedImage` for a model.
 
     Args:
-        image: as for `load_image`.
+        image: as for `load_image`, or the bytes of an encoded image file (an upload).
         max_pixels: larger images raise `ImageTooLargeError` before they are decoded.
         decode_size: (height, width) -> the smallest (h, w) the model can use, or None for full
             size. JPEG files are then decoded reduced by 2, 4 or 8 in the DCT (PIL's draft),
             never below that size: less time and memory for photos much larger than the model's
-            input. Called after the file's header has been read.
+            input, at the cost of a few 8-bit levels. Called after the file's header has been
+            read. None (the default): every entry point decodes the same full pixels.
     Raises `ImageReadError` with the file name when the image is missing or cannot be decoded.
     """
     if isinstance(image, LoadedImage):
@@ -176,22 +177,30 @@ def read_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
         check_pixels(image.height, image.width, max_pixels)
         array = _pil_to_array(image)
         return LoadedImage(array, array.shape[:2])
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return read_image_bytes(image, max_pixels, decode_size)
     if is_url(image):
-        import io
-
-        return _decode(io.BytesIO(download_image_bytes(image)), image, max_pixels, decode_size)
+        return read_image_bytes(download_image_bytes(image), max_pixels, decode_size, name=image)
     if hasattr(image, "__fspath__") or isinstance(image, str):
         return _read_file(Path(image), max_pixels, decode_size)
     raise ImageReadError(f"unsupported image type {type(image).__name__}: pass a path, PIL image or numpy array")
 
 
-def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
-    """An encoded image in memory (an upload) -> (H, W, 3) RGB uint8 at full size, decoded as a
-    file is. Raises `ImageTooLargeError` from the header, before decoding, above `max_pixels`;
-    `ImageReadError` (`name` in the message) when the bytes are not a whole image."""
+def read_image_bytes(data: bytes | bytearray | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     decode_size: Callable[[int, int], tuple[int, int] | None] | None = None,
+                     name: str = "image") -> LoadedImage:
+    """An encoded image in memory (an upload, a downloaded URL) -> `LoadedImage`, decoded as a
+    file is (`decode_size` as for `read_image`). Raises `ImageTooLargeError` from the header,
+    before decoding, above `max_pixels`; `ImageReadError` (`name` in the message) when the
+    bytes are not a whole image."""
     import io
 
-    return _decode(io.BytesIO(data), name, max_pixels, None).array
+    return _decode(io.BytesIO(data), name, max_pixels, decode_size)
+
+
+def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """An encoded image in memory -> (H, W, 3) RGB uint8 at full size (`read_image_bytes`)."""
+    return read_image_bytes(data, max_pixels, None, name).array
 
 
 def load_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

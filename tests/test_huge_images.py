@@ -154,11 +154,17 @@ def test_ctrl_c_while_a_huge_image_is_resized_stops_within_a_second():
 
 
 def test_jpeg_paths_decode_reduced_and_report_original_pixels(tiny_owlv2, astronaut_path, tmp_path):
-    """The tiny OWLv2 takes 128 px: a 2000 x 1500 JPEG is decoded at 1/4 (500 x 375, >= 2 x
-    128), and its boxes come back in the photo's own pixels."""
+    """By default a JPEG path is decoded in full (the pixels every other entry point gets).
+    With reduced_decode, the tiny OWLv2 (128 px input) decodes a 2000 x 1500 JPEG at 1/4
+    (500 x 375, >= 2 x 128), and its boxes come back in the photo's own pixels."""
     photo = Image.open(astronaut_path).convert("RGB").resize((2000, 1500))
     photo.save(tmp_path / "p.jpg", quality=95)
-    det = Detector.from_pretrained(str(tiny_owlv2), device="cpu", threshold=0.0, nms_iou=1.0, cache_text=False)
+    exact = Detector.from_pretrained(str(tiny_owlv2), device="cpu", cache_text=False)
+    whole = exact.load(tmp_path / "p.jpg")
+    assert not whole.reduced and whole.array.shape == (1500, 2000, 3)
+    np.testing.assert_array_equal(whole.array, np.asarray(Image.open(tmp_path / "p.jpg")))
+    det = Detector.from_pretrained(str(tiny_owlv2), device="cpu", threshold=0.0, nms_iou=1.0, cache_text=False,
+                                   reduced_decode=True)
     loaded = det.load(tmp_path / "p.jpg")
     assert loaded.array.shape == (375, 500, 3) and loaded.size == (1500, 2000)
     from_path = det.detect(tmp_path / "p.jpg", ["person"])
@@ -169,5 +175,5 @@ def test_jpeg_paths_decode_reduced_and_report_original_pixels(tiny_owlv2, astron
     reduced = det.backend.preprocess([loaded.array])
     assert (full - reduced).abs().mean() < 0.02
     # tiling needs every pixel: no draft
-    assert not Detector.from_pretrained(str(tiny_owlv2), device="cpu", cache_text=False, tile=512).load(
-        tmp_path / "p.jpg").reduced
+    assert not Detector.from_pretrained(str(tiny_owlv2), device="cpu", cache_text=False, tile=512,
+                                        reduced_decode=True).load(tmp_path / "p.jpg").reduced

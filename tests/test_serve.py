@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from ovdet import Detector
-from ovdet.io import load_image  # the server decodes uploaded bytes at full size (no JPEG draft, which a path gets)
+from ovdet.io import load_image  # the server decodes uploaded bytes in full, as a path is by default
 from ovdet.adapters import to_records
 from ovdet.classify import Classifier
 from ovdet.serve.app import ServedModels, create_app

@@ -144,8 +144,11 @@ class OwlBackend:
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """(C,) prompts -> (C, D) text embeddings (projected, not normalised; the class head
         normalises them)."""
+        # padded to the text tower's own context (16 for OWL), not the tokenizer's model_max_length,
+        # which a checkpoint may lack (transformers then pads nothing and ragged prompts fail)
+        context = self.model.config.text_config.max_position_embeddings
         tok = self.processor.tokenizer(
-            list(prompts), padding="max_length", truncation=True, return_tensors="pt"
+            list(prompts), padding="max_length", max_length=context, truncation=True, return_tensors="pt"
         ).to(self.device)
         out = self.clip.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
         embeds = out.pooler_output if hasattr(out, "pooler_output") else out

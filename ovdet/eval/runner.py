@@ -28,8 +28,8 @@ from tqdm import tqdm
 from ..adapters import to_coco_results
 from ..errors import ImageReadError, Interrupted, OvdetError
 from ..exemplars import resolve_vocabulary, vocabulary_record
-from ..io import load_image
 from ..files import read_json, write_json
+from ..io import read_image
 from .dataset import Dataset
 
 PARTIAL_FORMAT = "ovdet-eval-partial/1"
@@ -334,6 +334,7 @@ def run_detector(
         tqdm.write(f"ovdet: skipping {path}: {reason}", file=sys.stderr)
 
     size = batch_size or detector.config.batch_size
+    reduce = detector.decode_size if detector.config.reduced_decode else None
     bar = tqdm(total=len(selection), initial=resumed + len(skipped), unit="img", desc="eval", file=sys.stderr,
                dynamic_ncols=True, disable=not progress)
     start = time.perf_counter()
@@ -344,7 +345,8 @@ def run_detector(
                 batch_images, arrays = [], []
                 for image, path in todo[first : first + size]:
                     try:
-                        arrays.append(load_image(path, detector.config.max_pixels))
+                        loaded = read_image(path, detector.config.max_pixels, reduce)  # as `ovdet detect` reads
+                        arrays.append(loaded if loaded.reduced else loaded.array)
                         batch_images.append(image)
                     except ImageReadError as exc:
                         note_skip(path, str(exc))

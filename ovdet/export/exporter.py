@@ -59,13 +59,15 @@ def _prepare_folder(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _tokenizer(tokenizer, out: Path, pad_to: str) -> dict:
-    """Saves the tokenizer files to out/tokenizer/; the manifest entry says how to pad."""
+def _tokenizer(tokenizer, out: Path, pad_to: str, context: int) -> dict:
+    """Saves the tokenizer files to out/tokenizer/; the manifest entry says how to pad.
+    `context`: the text tower's own length (`max_position_embeddings`), which prompts are
+    truncated (and for OWL padded) to: a tokenizer may lack `model_max_length`."""
     folder = out / "tokenizer"
     tokenizer.save_pretrained(str(folder))
     if not (folder / "tokenizer.json").is_file():
         raise ExportError("the model's tokenizer has no tokenizer.json (a fast tokenizer is needed)")
-    return {"file": "tokenizer/tokenizer.json", "max_length": int(tokenizer.model_max_length),
+    return {"file": "tokenizer/tokenizer.json", "max_length": int(context),
             "pad_id": int(tokenizer.pad_token_id), "pad_to": pad_to}
 
 
@@ -76,9 +78,12 @@ def _image_preprocess(image_processor, kind: str) -> dict:
             "std": [float(v) for v in image_processor.image_std]}
 
 
-def _example_text(tokenizer, pad_to: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _example_text(tokenizer, pad_to: str, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2, T) input_ids and attention_mask of two prompts of different lengths, padded as the
+    runtime pads them (to `context` or to the longer one)."""
     padding = "max_length" if pad_to == "max_length" else "longest"
-    tok = tokenizer(["a photo of a cat", "a dog"], padding=padding, truncation=True, return_tensors="pt")
+    tok = tokenizer(["a photo of a cat", "a dog"], padding=padding, max_length=context, truncation=True,
+                    return_tensors="pt")
     return tok["input_ids"], tok["attention_mask"]
 
 
@@ -111,7 +116,8 @@ def _export_owl(backend, out: Path, opset: int, say: Callable[[str], None]) -> d
                          {"pixel_values": ["batch", 3, pre["size"], pre["size"]]}, outputs, opset)
     say("class head")
     pad_to = "max_length"  # as OwlBackend.encode_text: OWL's text tower saw 16-token inputs
-    ids, mask = _example_text(backend.processor.tokenizer, pad_to)
+    context = model.config.text_config.max_position_embeddings
+    ids, mask = _example_text(backend.processor.tokenizer, pad_to, context)
     text_graph = TextGraph(getattr(model, clip_attr))
     with torch.no_grad():
         embeds = text_graph(ids, mask)
@@ -125,7 +131,7 @@ def _export_owl(backend, out: Path, opset: int, say: Callable[[str], None]) -> d
     return {"family": "owl", "model_type": model.config.model_type, "preprocess": pre,
             "boxes": {"format": "cxcywh normalised", "pads_to_square": pads},
             "graphs": {"image": image, "class_head": head, "text": text},
-            "tokenizer": _tokenizer(backend.processor.tokenizer, out, pad_to)}
+            "tokenizer": _tokenizer(backend.processor.tokenizer, out, pad_to, context)}
 
 
 def _export_clip(backend, cfg: DetectorConfig, out: Path, opset: int, say: Callable[[str], None]) -> dict:
@@ -142,7 +148,8 @@ def _export_clip(backend, cfg: DetectorConfig, out: Path, opset: int, say: Calla
                          {"pixel_values": ["batch", 3, side, side]}, {"image_embeds": ["batch", dim]}, opset)
     say("text tower")
     pad_to = "longest"  # as ClipModel.encode_text: the causal mask makes padding after EOS inert
-    ids, mask = _example_text(clip.processor.tokenizer, pad_to)
+    context = model.config.text_config.max_position_embeddings
+    ids, mask = _example_text(clip.processor.tokenizer, pad_to, context)
     text = export_graph(TextGraph(model, normalise=True), [ids, mask], out / "text.onnx",
                         {"input_ids": ["prompts", "tokens"], "attention_mask": ["prompts", "tokens"]},
                         {"text_embeds": ["prompts", dim]}, opset)
@@ -165,7 +172,7 @@ def _export_clip(backend, cfg: DetectorConfig, out: Path, opset: int, say: Calla
         windows = backend.proposer
         proposer.update(scales=list(windows.scales), ratios=list(windows.ratios), overlap=windows.overlap)
     return {"family": "clip", "model_type": "clip", "preprocess": pre, "graphs": graphs, "proposer": proposer,
-            "crop_context": backend.crop_context, "tokenizer": _tokenizer(clip.processor.tokenizer, out, pad_to)}
+            "crop_context": backend.crop_context, "tokenizer": _tokenizer(clip.processor.tokenizer, out, pad_to, context)}
 
 
 def export_detector(model: str, out: Path, opset: int = 17, precision: str = "fp32",

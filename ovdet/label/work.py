@@ -84,12 +84,15 @@ class LabelWork:
         return self.detector
 
     def __call__(self, paths: Sequence[str]) -> list[dict]:
-        from ..io import load_image
+        from ..io import read_image
 
+        cfg = self.config
+        reduce = self.detector.decode_size if cfg.reduced_decode else None
         arrays, readable, records = [], [], {}
         for path in paths:
-            try:
-                arrays.append(load_image(path))
+            try:  # max_pixels checked here: an image over it is skipped with its reason, the chunk goes on
+                loaded = read_image(path, cfg.max_pixels, reduce)
+                arrays.append(loaded if loaded.reduced else loaded.array)
                 readable.append(path)
             except ImageReadError as exc:
                 records[path] = error_record(path, str(exc))

@@ -235,7 +235,8 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
         "class_id", "class_name", "raw_score"}]}`."""
         fields, data, name = await _read(request, DetectFields, DetectJSON, settings)
         names, negatives = _vocabulary(fields.classes, fields.negatives, settings.max_classes)
-        image = await run_in_threadpool(decode_image, data, settings)
+        reduce = service.models.detector.decode_size if service.models is not None else None  # reduced_decode
+        image = await run_in_threadpool(decode_image, data, settings, reduce)
         dets = await service.run(Job("detect", image, names, negatives, fields.threshold))
         return image_record(name, dets)
 

@@ -25,8 +25,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .metrics import Metrics
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own messages
@@ -39,10 +37,11 @@ class QueueFull(Exception):
 @dataclass
 class Job:
     """One image of one request. kind: "detect" or "classify"; classes and negatives are
-    validated name tuples (negatives None: the detector's configured ones)."""
+    validated name tuples (negatives None: the detector's configured ones); image: an
+    `ovdet.io.LoadedImage` (an upload as decoded) or an RGB uint8 (H, W, 3) array."""
 
     kind: str
-    image: np.ndarray
+    image: Any
     classes: tuple[str, ...]
     negatives: tuple[str, ...] | None = None
     threshold: float | None = None

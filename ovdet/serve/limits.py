@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 MB = 1024 * 1024
 
 
@@ -79,20 +77,22 @@ def too_large(message: str) -> ApiError:
     return ApiError(413, "too_large", message)
 
 
-def decode_image(data: bytes, settings: ServeSettings) -> np.ndarray:
-    """Uploaded bytes -> RGB uint8 (H, W, 3), or an `ApiError`: 413 when the file or its pixel
-    count (read from the header, before decoding) is over the limits, 400 when it is not an
-    image or is truncated. Decoded as `ovdet detect` decodes a file (ovdet.io), so an upload
-    and the same file on disk give the same pixels and the same errors."""
+def decode_image(data: bytes, settings: ServeSettings, decode_size=None):
+    """Uploaded bytes -> `ovdet.io.LoadedImage` (RGB uint8 (H, W, 3) and the image's own size),
+    or an `ApiError`: 413 when the file or its pixel count (read from the header, before
+    decoding) is over the limits, 400 when it is not an image or is truncated. Decoded as
+    `ovdet detect` decodes a file (ovdet.io), so an upload and the same file on disk give the
+    same pixels and the same errors; `decode_size` is the detector's (`Detector.decode_size`:
+    None unless its `reduced_decode` is on), so that setting applies to uploads as to files."""
     from ..errors import ImageReadError, ImageTooLargeError
-    from ..io import decode_image_bytes
+    from ..io import read_image_bytes
 
     if len(data) > settings.max_image_bytes:
         raise too_large(f"image is {len(data) / MB:.1f} MB; this server accepts up to {settings.max_image_mb:g} MB")
     if not data:
         raise ApiError(400, "unreadable_image", "the image is empty (0 bytes)")
     try:
-        return decode_image_bytes(data, settings.max_pixels, name="the uploaded image")
+        return read_image_bytes(data, settings.max_pixels, decode_size, name="the uploaded image")
     except ImageTooLargeError as exc:
         raise too_large(str(exc)) from exc
     except ImageReadError as exc:
