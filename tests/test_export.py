@@ -182,7 +182,7 @@ def test_manifest_describes_graphs_and_batch_and_classes_are_dynamic(exports):
 def test_tokenizer_matches_transformers(exports, tiny_clip):
     from transformers import AutoTokenizer
 
-    from ovdet.onnx_runtime.session import PromptTokenizer
+    from ovdet.backends.onnx.session import PromptTokenizer
 
     prompts = ["a photo of a cat", "Remote-Control!", "x " * 40, "an émigré's café"]
     for folder, source, padding in ((exports["owlvit"][1], exports["owlvit"][0], "max_length"),

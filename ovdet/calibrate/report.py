@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_output
-from .calibration_file import Calibration
+from ..calibration import Calibration
 from .perclass import CrossValidation, Examples, calibrated
 from .thresholds import evaluate_threshold, pr_curve
 
