@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
+from .backends.onnx.manifest import is_export_dir, read_manifest
 from .calibrators import Calibrator, from_dict, linear_tensor, logit, sigmoid
 from .errors import OvdetError, first_line
 from .io import atomic_output
@@ -69,13 +70,24 @@ def weights_fingerprint(source: str) -> str:
     return "sha256:" + digest.hexdigest()[:20]
 
 
-def model_identity(config) -> dict[str, Any]:
-    """The identity of the detector a `DetectorConfig` builds, as recorded in the YAML."""
+def weights_identity(config) -> dict[str, Any]:
+    """The backend and checkpoints of a torch `DetectorConfig` (an export records its source's)."""
     identity: dict[str, Any] = {"backend": config.backend, "weights": weights_fingerprint(config.weights or config.name)}
     for key in ("proposer_weights", "text_weights"):
         value = getattr(config, key, "")
         if value:
             identity[key] = weights_fingerprint(value)
+    return identity
+
+
+def model_identity(config) -> dict[str, Any]:
+    """The identity of the detector a `DetectorConfig` builds, as recorded in the YAML. An
+    `ovdet export` folder is the model it was exported from (its manifest records that
+    model's `weights_identity`), so a file fitted on either serves both."""
+    recorded = None
+    if config.weights and is_export_dir(config.weights):
+        recorded = read_manifest(config.weights)["model"].get("weights_identity")
+    identity: dict[str, Any] = dict(recorded) if recorded else weights_identity(config)
     identity["scores"] = {key: getattr(config, key) for key in SCORE_KEYS}
     return identity
 

@@ -331,6 +331,10 @@ def test_tensor_application_equals_numpy_and_keeps_zeros(own):
     for c in (1, 2):
         np.testing.assert_allclose(out[5:, c], shared(scores[5:, c]), atol=1e-5)
     assert (out[:5] == 0).all()
+    # the numpy path (an ONNX export's scores) gives the torch path's values
+    array = cal.apply_array(scores, ["A", "b", "unknown"])
+    assert array.dtype == np.float32
+    np.testing.assert_allclose(array, out, atol=1e-6, rtol=0)
 
 
 def test_lvis_federated_rules(tmp_path):
