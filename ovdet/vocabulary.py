@@ -10,7 +10,7 @@ rows in the order (classes..., negatives...).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .errors import ExemplarError

@@ -38,12 +38,13 @@ class QueueFull(Exception):
 
 @dataclass
 class Job:
-    """One image of one request. kind: "detect" or "classify"; classes and negatives are
-    validated name tuples (negatives None: the detector's configured ones)."""
+    """One image of one request. kind: "detect" or "classify"; classes: what the detector or
+    classifier takes (the server sends a detect job's vocabulary already validated, an
+    `ovdet.vocabulary.ResolvedClasses`); negatives None: the detector's configured ones."""
 
     kind: str
     image: np.ndarray
-    classes: tuple[str, ...]
+    classes: Any
     negatives: tuple[str, ...] | None = None
     threshold: float | None = None
     future: Future = field(default_factory=Future)
