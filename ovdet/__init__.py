@@ -4,6 +4,7 @@
     det = Detector.from_pretrained("owlv2-b16")
     dets = det.detect("street.jpg", ["bus", "person", "stroller"])
     dets = det.detect("shelf.jpg", ["bottle", Example("our logo", "logo.png")])  # shown, not named
+    for rec in ovdet.stream(det, "street.mp4", ["bus"], track=True): ...  # video, lazily
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _EXPORTS = {
     "DetectorConfig": "ovdet.config",
     "load_config": "ovdet.config",
     "OvdetError": "ovdet.errors",
+    "stream": "ovdet.video",  # video lives above the core: `ovdet.stream(detector, source, classes)`
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .errors import OvdetError
     from .exemplars import Example
     from .structures import Detections
+    from .video import stream
 
 
 # submodules reachable as attributes after a plain `import ovdet` (`ovdet.adapters.to_records`,
@@ -46,4 +49,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ovdet' has no attribute {name!r}")
 
 
-__all__ = ["Detector", "Detections", "Example", "DetectorConfig", "OvdetError", "load_config", "__version__"]
+__all__ = ["Detector", "Detections", "Example", "DetectorConfig", "OvdetError", "load_config", "stream", "__version__"]

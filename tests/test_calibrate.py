@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ovdet.calibrate.calibration_file import CalibrationError, load_calibration, weights_fingerprint
-from ovdet.calibrate.fit import Isotonic, Platt
+from ovdet.calibration import CalibrationError, load_calibration, weights_fingerprint
+from ovdet.calibrators import Isotonic, Platt
 from ovdet.calibrate.matching import match_results
 from ovdet.calibrate.pipeline import CalibrationDataError, calibrate_results
 from ovdet.calibrate.thresholds import Target
@@ -319,7 +319,7 @@ def test_tensor_application_equals_numpy_and_keeps_zeros(own):
     numpy maps' values, per class, and leaves ruled-out (zero) scores at zero."""
     import torch
 
-    from ovdet.calibrate.calibration_file import Calibration, ClassEntry
+    from ovdet.calibration import Calibration, ClassEntry
 
     shared = Platt(1.0, 3.0) if isinstance(own, Platt) else Isotonic((0.2, 0.6), (0.1, 0.5))
     cal = Calibration(method=own.method, target="f1", shared=shared, shared_threshold=0.5,
@@ -331,6 +331,10 @@ def test_tensor_application_equals_numpy_and_keeps_zeros(own):
     for c in (1, 2):
         np.testing.assert_allclose(out[5:, c], shared(scores[5:, c]), atol=1e-5)
     assert (out[:5] == 0).all()
+    # the numpy path (an ONNX export's scores) gives the torch path's values
+    array = cal.apply_array(scores, ["A", "b", "unknown"])
+    assert array.dtype == np.float32
+    np.testing.assert_allclose(array, out, atol=1e-6, rtol=0)
 
 
 def test_lvis_federated_rules(tmp_path):

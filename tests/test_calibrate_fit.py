@@ -21,7 +21,8 @@ import math
 import numpy as np
 import pytest
 
-from ovdet.calibrate.fit import Isotonic, Platt, Temperature, fit, from_dict, logit, sigmoid
+from ovdet.calibrate.fit import fit
+from ovdet.calibrators import Isotonic, Platt, Temperature, from_dict, logit, sigmoid
 from ovdet.calibrate.report import ECE_BINS, brier, ece
 from ovdet.calibrate.thresholds import Target, TargetError, choose_threshold, evaluate_threshold, pr_curve
 
@@ -100,7 +101,7 @@ def test_torch_interpolation_equals_numpy():
     values outside the fitted range included."""
     import torch
 
-    from ovdet.calibrate.fit import interp_tensor
+    from ovdet.calibrators import interp_tensor
 
     rng = np.random.default_rng(2)
     for k in (1, 2, 57):

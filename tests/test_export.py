@@ -108,6 +108,30 @@ def test_objectness_fusion_matches_torch(exports, images):
         Detector.from_pretrained(str(exports["owlvit"][1]), objectness_weight=0.5)
 
 
+@pytest.mark.parametrize("own", ["platt", "isotonic"])
+def test_a_calibration_of_the_torch_model_serves_its_export(exports, images, tmp_path, own):
+    """A calibration file fitted for the torch model applies to its ONNX export (numpy maps)
+    with the same calibrated scores and per-class thresholds."""
+    from ovdet.calibration import Calibration, ClassEntry, model_identity
+    from ovdet.calibrators import Isotonic, Platt
+
+    model, folder = exports["owlv2"]
+    kw = dict(device="cpu", cache_text=False, nms_iou=0.3)
+    reference = Detector.from_pretrained(model, precision="fp32", **kw)
+    calibrator = Platt(1.5, 4.0) if own == "platt" else Isotonic((0.0005, 0.002, 0.01), (0.2, 0.5, 0.9))
+    cal = Calibration(method=own, target="f1", shared=Platt(1.0, 3.0), shared_threshold=0.3,
+                      classes={"cat": ClassEntry("cat", 0.2, "class", calibrator), "dog": ClassEntry("dog", 0.4)},
+                      model=model_identity(reference.config), templates=reference.templates)
+    path = cal.save(tmp_path / "cal.yaml")
+    exported = Detector.from_pretrained(str(folder), calibration=str(path), **kw)
+    reference = Detector.from_pretrained(model, precision="fp32", calibration=str(path), **kw)
+    assert exported.backend.numpy_arrays
+    for got, want in zip(exported.detect_batch(images, ["cat", "dog"]), reference.detect_batch(images, ["cat", "dog"])):
+        assert_same_detections(got, want)
+        np.testing.assert_allclose(np.sort(got.extra["uncalibrated_score"]),
+                                   np.sort(want.extra["uncalibrated_score"]), atol=1e-4, rtol=0)
+
+
 def test_detecting_with_an_export_needs_no_torch(exports, chelsea_path, tmp_path):
     """torch (and transformers) are made unimportable in a fresh interpreter: the export still
     detects through the API and the CLI, with the vocabulary cache."""
@@ -182,7 +206,7 @@ def test_manifest_describes_graphs_and_batch_and_classes_are_dynamic(exports):
 def test_tokenizer_matches_transformers(exports, tiny_clip):
     from transformers import AutoTokenizer
 
-    from ovdet.onnx_runtime.session import PromptTokenizer
+    from ovdet.backends.onnx.session import PromptTokenizer
 
     prompts = ["a photo of a cat", "Remote-Control!", "x " * 40, "an émigré's café"]
     for folder, source, padding in ((exports["owlvit"][1], exports["owlvit"][0], "max_length"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ovdet.geometry import nms
-from ovdet.onnx_runtime.preprocess import padded_square_pixels, resize_bicubic_aa, square_resize_pixels
+from ovdet.backends.onnx.preprocess import padded_square_pixels, resize_bicubic_aa, square_resize_pixels
 
 
 @pytest.mark.parametrize("shape", [(100, 150, 128, 128), (300, 451, 768, 768), (97, 53, 64, 64), (31, 500, 224, 224),

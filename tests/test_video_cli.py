@@ -69,10 +69,8 @@ def test_python_api_with_tiny_model(tiny_owlv2, tmp_path):
 
     video = write_video(tmp_path / "in.avi", moving_crop_frames(6), fps=FPS)
     det = Detector.from_pretrained(tiny_owlv2, device="cpu")
-    if hasattr(Detector, "stream"):  # the method the core wires to ovdet.video.stream
-        records = det.stream(str(video), ["person", "flag"], track=True, every=2)
-    else:
-        records = stream(det, str(video), ["person", "flag"], track=True, every=2)
+    assert not hasattr(Detector, "stream")  # video is a feature above the core
+    records = stream(det, str(video), ["person", "flag"], track=True, every=2)
     got = list(records)
     assert [r.index for r in got] == list(range(6)) and [r.detected for r in got] == [True, False] * 3
     for r in got:

@@ -31,8 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ovdet.calibrate.calibration_file import Calibration, ClassEntry  # noqa: E402
-from ovdet.calibrate.fit import METHODS, fit  # noqa: E402
+from ovdet.calibration import Calibration, ClassEntry  # noqa: E402
+from ovdet.calibrate.fit import fit  # noqa: E402
+from ovdet.calibrators import METHODS  # noqa: E402
 
 
 def _sync(device: str) -> None:

@@ -1,4 +1,7 @@
-"""Model families. One explicit dict of builders: no registration by import side effects."""
+"""Model families. One explicit dict of builders: no registration by import side effects.
+
+`build_backend(config)` is the one way in: an `ovdet export` folder runs on onnxruntime without
+torch (`onnx`), anything else on the torch builder of its family (`BUILDERS`)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from ..config import DetectorConfig
 from ..errors import ConfigError
 from ..weights import locate
 from .base import Backend, RegionScores, TwoPhaseBackend, splits_image_pass
+from .onnx.manifest import export_config, is_export_dir
 
 if TYPE_CHECKING:  # torch loads with a builder, not with this table (the ONNX path has none)
     import torch
@@ -41,6 +45,22 @@ BUILDERS: dict[str, Callable[[DetectorConfig, torch.device, torch.dtype], Backen
     "yolo_world": _build_yolo_world,
 }
 
+def build_backend(cfg: DetectorConfig) -> Backend:
+    """The backend that runs `cfg`: its `weights` an export folder -> the ONNX backend of the
+    family the manifest names (numpy arrays, no torch); else `BUILDERS[cfg.backend]` on the
+    config's device and precision."""
+    if cfg.backend not in BUILDERS:
+        raise ConfigError(f"unknown backend {cfg.backend!r} (available: {', '.join(BUILDERS)})")
+    if is_export_dir(cfg.weights):
+        from .onnx import load_export  # onnxruntime, imported only for an export
+
+        return load_export(cfg)
+    from ..runtime import resolve_device, resolve_precision
+
+    device = resolve_device(cfg.device)
+    return BUILDERS[cfg.backend](cfg, device, resolve_precision(cfg.precision, device))
+
+
 # transformers `model_type` of a checkpoint folder -> backend name, and the preset whose
 # settings (threshold, prompt...) suit it when the user points at a bare folder or hub id
 MODEL_TYPES: dict[str, tuple[str, str]] = {
@@ -67,4 +87,4 @@ def backend_for_model_type(model_type: str, where: str) -> tuple[str, str]:
     return MODEL_TYPES[model_type]
 
 
-__all__ = ["BUILDERS", "Backend", "RegionScores", "TwoPhaseBackend", "splits_image_pass", "model_type_of", "backend_for_model_type"]
+__all__ = ["BUILDERS", "build_backend", "export_config", "is_export_dir", "Backend", "RegionScores", "TwoPhaseBackend", "splits_image_pass", "model_type_of", "backend_for_model_type"]

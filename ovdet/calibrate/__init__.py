@@ -5,14 +5,14 @@
 
 Modules, one job each:
   matching          detections -> true/false positive flags, COCO's matching by pycocotools
-  fit               calibrators: temperature, Platt, isotonic (fit with scipy, apply with numpy)
+  fit               fitting the calibrators (temperature, Platt, isotonic) with scipy
   thresholds        precision-recall curves; the threshold for a target precision or best F1
   perclass          per-class fits with a shared fallback; k-fold cross-validation by image
   report            ECE, Brier, the printed report, reliability diagrams and PR curves
-  calibration_file  the YAML: read/write, model identity and templates check, applying
   pipeline          annotations + results -> a fitted, reported calibration; results rewriting
   command           the `ovdet calibrate` subcommand
 
-Importing this package imports none of them (the detector loads `calibration_file` only when
-a config names a calibration).
+The calibration file itself (reading, writing, model check, applying) and the calibrators'
+maps are core modules, `ovdet.calibration` and `ovdet.calibrators`: every detector applies
+them; only fitting lives here. Importing this package imports none of its modules.
 """

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..eval.dataset import load_dataset, load_results
     from ..eval.runner import prompt_name
-    from .calibration_file import model_identity
+    from ..calibration import model_identity
     from .pipeline import CalibrationDataError, calibrate_results
     from .report import format_report, plot_pr_curves, plot_reliability
 
@@ -266,8 +266,8 @@ def run(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from ..eval.dataset import ResultsError, check_results, load_dataset, read_json
     from ..eval.runner import prompt_name
+    from ..calibration import load_calibration
     from ..files import write_json
-    from .calibration_file import load_calibration
     from .pipeline import apply_to_results
 
     cal = load_calibration(args.apply)

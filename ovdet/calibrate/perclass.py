@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .calibration_file import Calibration, ClassEntry
+from ..calibration import Calibration, ClassEntry
 from .fit import fit
 from .matching import Matching
 from .thresholds import OperatingPoint, Target, choose_threshold, evaluate_threshold

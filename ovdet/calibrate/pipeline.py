@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import OvdetError
-from .calibration_file import Calibration
+from ..calibration import Calibration
 from .matching import Matching, match_results
 from .perclass import DEFAULT_MIN_EXAMPLES, CrossValidation, Examples, cross_validate, examples_from, fit_calibration
 from .report import summarise

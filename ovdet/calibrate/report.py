@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration import Calibration
 from ..files import atomic_output
-from .calibration_file import Calibration
 from .perclass import CrossValidation, Examples, calibrated
 from .thresholds import evaluate_threshold, pr_curve
 

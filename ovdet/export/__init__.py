@@ -2,6 +2,6 @@
 
 The image tower, the class head and the text tower are separate graphs: an exported detector
 encodes each image once and any vocabulary later (through the same text cache), and runs with
-onnxruntime without torch (`ovdet.onnx_runtime`). `manifest.py` is torch-free; the exporters
-(`exporter.py`, `graphs.py`) need torch and onnx.
+onnxruntime without torch (the backend `ovdet.backends.onnx`, which also reads the manifest);
+`manifest.py` writes it. The exporters (`exporter.py`, `graphs.py`) need torch and onnx.
 """

@@ -181,6 +181,7 @@ def export_detector(model: str, out: Path, opset: int = 17, precision: str = "fp
 
     Returns the manifest. Raises `ExportError` (one line) for unsupported models or folders.
     """
+    from ..calibration import weights_identity  # a calibration of the source model serves the export
     from ..detector import Detector, resolve_config
     from .manifest import is_export_dir
 
@@ -215,7 +216,7 @@ def export_detector(model: str, out: Path, opset: int = 17, precision: str = "fp
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # the checkpoint identity (path, sizes, mtimes) of the main model, as torch caches use it
         "model": {"source": str(model), "identity": backend.identity,
-                  "model_type": body.pop("model_type")},
+                  "model_type": body.pop("model_type"), "weights_identity": weights_identity(cfg)},
         "precision": precision,
         "opset": opset,
         "config": {k: v for k, v in settings.items() if k not in NOT_EXPORTED},

@@ -1,12 +1,5 @@
-"""`manifest.json` of an `ovdet export` folder: what the ONNX graphs are and how to feed them.
-
-Torch-free (the runtime reads it). A manifest records the format version, ovdet's version, the
-model it came from (source and checkpoint identity), the detector settings to run it with
-(threshold, templates, NMS...), the preprocessing (mode, input side, mean, std), the box
-geometry (OWLv2's padding to a square), the tokenizer (file, context length, padding) and,
-for every graph, its file and its inputs and outputs with their shapes ("batch", "classes",
-"tokens" name the dynamic axes).
-"""
+"""Writing the `manifest.json` of an export folder; its format and reading live with the
+backend that runs exports (`ovdet.backends.onnx.manifest`)."""
 
 from __future__ import annotations
 
@@ -14,44 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+# the exporter names the format's constants and the export-folder check from here
+from ..backends.onnx.manifest import FORMAT, FORMAT_VERSION, MANIFEST, is_export_dir
 
-MANIFEST = "manifest.json"
-FORMAT = "ovdet-onnx"
-FORMAT_VERSION = 1
 # detector settings that describe where a model came from or how torch runs it, not how an
 # export runs: left out of the manifest's "config"
 NOT_EXPORTED = ("name", "weights", "proposer_weights", "text_weights", "device", "precision", "compile", "description")
-
-
-def is_export_dir(path: str | Path) -> bool:
-    """True when `path` is a folder holding an ovdet export (its manifest.json)."""
-    return bool(str(path)) and (Path(path).expanduser() / MANIFEST).is_file()
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an export folder; `ConfigError` (one line) when it is unreadable, not
-    an ovdet export, or from a newer format than this ovdet reads."""
-    path = Path(folder).expanduser() / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not an ovdet export manifest (format {FORMAT!r} expected)")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise ConfigError(f"{path} has format version {data.get('format_version')}; this ovdet reads up to "
-                          f"{FORMAT_VERSION}: upgrade ovdet")
-    return data
-
-
-def export_config(folder: str | Path) -> dict[str, Any]:
-    """The detector settings an export runs with (a mapping for `ovdet.config.load_config`)."""
-    manifest = read_manifest(folder)
-    return {**manifest["config"], "description": f"ONNX export of {manifest['model']['source']}"}
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "NOT_EXPORTED", "is_export_dir", "write_manifest"]

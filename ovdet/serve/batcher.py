@@ -36,13 +36,14 @@ class QueueFull(Exception):
 
 @dataclass
 class Job:
-    """One image of one request. kind: "detect" or "classify"; classes and negatives are
-    validated name tuples (negatives None: the detector's configured ones); image: an
-    `ovdet.io.LoadedImage` (an upload as decoded) or an RGB uint8 (H, W, 3) array."""
+    """One image of one request. kind: "detect" or "classify"; classes: what the detector or
+    classifier takes (the server sends a detect job's vocabulary already validated, an
+    `ovdet.vocabulary.ResolvedClasses`); negatives None: the detector's configured ones;
+    image: an `ovdet.io.LoadedImage` (an upload as decoded) or an RGB uint8 (H, W, 3) array."""
 
     kind: str
     image: Any
-    classes: tuple[str, ...]
+    classes: Any
     negatives: tuple[str, ...] | None = None
     threshold: float | None = None
     future: Future = field(default_factory=Future)

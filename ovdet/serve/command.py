@@ -111,10 +111,8 @@ def _serve(args: argparse.Namespace, settings, sock: socket.socket) -> int:
         if clf_cfg is not None:
             return ServedModels(detector, Classifier.from_config(clf_cfg), str(args.classify_model))
         if cfg.backend == "clip":  # the detector's own CLIP classifies too: no second model
-            from ..text import resolve_templates
-
-            clip = detector.backend.clip
-            return ServedModels(detector, Classifier(clip, resolve_templates(cfg.templates), detector.vocabulary.cache,
+            clip = detector.backend.clip  # with the detector's templates, resolved once
+            return ServedModels(detector, Classifier(clip, detector.templates, detector.vocabulary.cache,
                                                      batch_size=cfg.batch_size), cfg.name or str(cfg.weights))
         return ServedModels(detector)
 

@@ -5,8 +5,8 @@ folder / glob pattern of image frames (sorted by name). `parse_source` only read
 the file system; `open_source` makes the capture and turns failures into one-line errors.
 
 A capture is anything with the four `cv2.VideoCapture` methods the reader uses: `isOpened()`,
-`read() -> (ok, frame)` with frames BGR uint8 (H, W, 3) as OpenCV returns them, `get(prop)` and
-`release()`. Tests inject their own through a capture factory `(Source) -> capture`.
+`read() -> (ok, frame)` with frames BGR uint8 (H, W, 3) as OpenCV returns them (RGB when the
+capture says `frames_rgb = True`), `get(prop)` and `release()`. Tests inject their own through a capture factory `(Source) -> capture`.
 """
 
 from __future__ import annotations
@@ -153,9 +153,12 @@ def quiet_opencv() -> Iterator[None]:
 class FrameFolderCapture:
     """Image files read as a video, with the `cv2.VideoCapture` methods the reader uses.
 
-    Frames come out BGR like OpenCV's; a file that cannot be decoded reads as `(False, None)`
+    Frames come out RGB, as `load_image` decodes them (`frames_rgb`: the reader converts no
+    further; OpenCV's captures give BGR); a file that cannot be decoded reads as `(False, None)`
     and the reader, knowing the frame count, skips it as a corrupt frame.
     """
+
+    frames_rgb = True
 
     def __init__(self, paths: tuple[str, ...] | list[str]):
         self._paths = list(paths)
@@ -173,7 +176,7 @@ class FrameFolderCapture:
             rgb = load_image(path)  # EXIF rotation, gray, 16-bit... handled in one place
         except ImageReadError:
             return False, None
-        return True, np.ascontiguousarray(rgb[..., ::-1])
+        return True, rgb
 
     def get(self, prop: int) -> float:
         import cv2

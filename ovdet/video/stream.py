@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..structures import Detections
 from ..exemplars import validate_classes
-from .reader import FrameReader, RawFrame, ReaderStats, ReconnectPolicy, SourceInfo
+from .frames import RawFrame, ReaderStats, ReconnectPolicy, SourceInfo
+from .reader import FrameReader
 from .sources import DEFAULT_TIMEOUT, CaptureFactory, Source
 from .tracking import FrameTracker, TrackSettings, with_fields
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, OvdetError
+from ...errors import ConfigError, OvdetError
 
 
 def _ort():

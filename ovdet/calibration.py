@@ -17,6 +17,9 @@ classes pooled). Class names match case-insensitively. `model` identifies the de
 scores came from (backend, checkpoint, the settings that shape scores) and `templates` the
 prompts: scores of another model or prompts mean something else, so the file is refused for
 them (`CalibrationError`, one line).
+
+The core reads and applies these files (to torch scores, and to the numpy scores of an ONNX
+export); `ovdet.calibrate` fits and writes them.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from ..errors import OvdetError, first_line
-from ..files import atomic_output
-from .fit import Calibrator, from_dict, linear_tensor
+from .backends.onnx.manifest import is_export_dir, read_manifest
+from .calibrators import Calibrator, from_dict, linear_tensor, logit, sigmoid
+from .errors import OvdetError, first_line
+from .files import atomic_output
 
 FORMAT = "ovdet-calibration/1"
 # DetectorConfig keys that change what a score means for the same checkpoint
@@ -66,13 +70,24 @@ def weights_fingerprint(source: str) -> str:
     return "sha256:" + digest.hexdigest()[:20]
 
 
-def model_identity(config) -> dict[str, Any]:
-    """The identity of the detector a `DetectorConfig` builds, as recorded in the YAML."""
+def weights_identity(config) -> dict[str, Any]:
+    """The backend and checkpoints of a torch `DetectorConfig` (an export records its source's)."""
     identity: dict[str, Any] = {"backend": config.backend, "weights": weights_fingerprint(config.weights or config.name)}
     for key in ("proposer_weights", "text_weights"):
         value = getattr(config, key, "")
         if value:
             identity[key] = weights_fingerprint(value)
+    return identity
+
+
+def model_identity(config) -> dict[str, Any]:
+    """The identity of the detector a `DetectorConfig` builds, as recorded in the YAML. An
+    `ovdet export` folder is the model it was exported from (its manifest records that
+    model's `weights_identity`), so a file fitted on either serves both."""
+    recorded = None
+    if config.weights and is_export_dir(config.weights):
+        recorded = read_manifest(config.weights)["model"].get("weights_identity")
+    identity: dict[str, Any] = dict(recorded) if recorded else weights_identity(config)
     identity["scores"] = {key: getattr(config, key) for key in SCORE_KEYS}
     return identity
 
@@ -157,6 +172,27 @@ class Calibration:
             rows = names == name
             out[rows] = self.calibrator_for(name)(s[rows])
         return out
+
+    def apply_scores(self, scores, class_names: Sequence[str]):
+        """(P, C) scores of P boxes for C classes -> (P, C) calibrated: a torch tensor through
+        `apply_tensor`, a numpy array (an ONNX export's) through `apply_array`."""
+        if isinstance(scores, np.ndarray):
+            return self.apply_array(scores, class_names)
+        return self.apply_tensor(scores, class_names)
+
+    def apply_array(self, scores: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+        """`apply_tensor` on a (P, C) numpy array, without torch: the same maps (in float64,
+        as the calibrators' numpy form), float32 out; zero stays zero."""
+        s = np.asarray(scores, dtype=np.float32)
+        calibrators = [self.calibrator_for(n) for n in class_names]
+        if all(hasattr(c, "linear") for c in calibrators):
+            a, b = (np.asarray(v, dtype=np.float64) for v in zip(*(c.linear() for c in calibrators)))
+            out = sigmoid(a * logit(s) + b)
+        else:
+            out = np.empty(s.shape, dtype=np.float64)
+            for i, c in enumerate(calibrators):
+                out[:, i] = c(s[:, i])
+        return np.where(s > 0, out, 0.0).astype(np.float32)
 
     def apply_tensor(self, scores, class_names: Sequence[str]):
         """(P, C) torch scores of P boxes for C classes -> (P, C) calibrated, on their device.

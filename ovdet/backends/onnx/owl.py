@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backends.base import RegionScores
-from ..errors import ConfigError, OvdetError
-from ..geometry import normalised_to_pixels
-from ..scoring import Scorer, sigmoid
+from ..base import RegionScores
+from ...errors import ConfigError, OvdetError
+from ...geometry import normalised_to_pixels
+from ...scoring import Scorer, sigmoid
 from .preprocess import padded_square_pixels, square_resize_pixels
 from .session import Runner
 

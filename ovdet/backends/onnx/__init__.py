@@ -16,8 +16,8 @@ from pathlib import Path
 
 def load_export(config):
     """The backend for the export folder named by `config.weights` (a `DetectorConfig`)."""
-    from ..errors import ConfigError
-    from ..export.manifest import read_manifest
+    from ...errors import ConfigError
+    from .manifest import read_manifest
     from .session import Runner
 
     folder = Path(config.weights).expanduser()

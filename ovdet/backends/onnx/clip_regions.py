@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backends.base import RegionScores
-from ..errors import OvdetError
-from ..geometry import check_boxes, large_enough, normalised_to_pixels, square_crops, window_boxes
-from ..scoring import Scorer
+from ..base import RegionScores
+from ...errors import OvdetError
+from ...geometry import check_boxes, large_enough, normalised_to_pixels, square_crops, window_boxes
+from ...scoring import Scorer
 from .owl import TEXT_BATCH, pixels_for
 from .preprocess import square_resize_pixels
 from .session import Runner
