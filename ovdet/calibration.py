@@ -34,8 +34,8 @@ import yaml
 
 from .backends.onnx.manifest import is_export_dir, read_manifest
 from .calibrators import Calibrator, from_dict, linear_tensor, logit, sigmoid
-from .errors import OvdetError, first_line
-from .files import atomic_output
+from .errors import OvdetError
+from .files import atomic_output, read_yaml
 
 FORMAT = "ovdet-calibration/1"
 # DetectorConfig keys that change what a score means for the same checkpoint
@@ -280,12 +280,7 @@ def _plain(value: Any) -> Any:
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration YAML (raises `CalibrationError` with one line)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CalibrationError(f"calibration file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise CalibrationError(f"cannot read calibration {path}: {first_line(exc)}") from None
+    data = read_yaml(path, "calibration file", error=CalibrationError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CalibrationError(f"{path} is not an ovdet calibration file (no 'format: {FORMAT}'; "
                                "write one with ovdet calibrate)")

@@ -87,18 +87,22 @@ class Classifier:
 
         Probabilities are a softmax over `classes`: relative to each other, so with a single
         class every image gets 1.0 (an `OvdetWarning` says so)."""
-        names = validate_vocabulary(classes)
+        return self._probabilities(image_embeds, validate_vocabulary(classes))
+
+    @torch.inference_mode()
+    def _probabilities(self, image_embeds: torch.Tensor, names: tuple[str, ...]) -> list[Classification]:
+        """`classify_embedded` for an already validated vocabulary."""
         if len(names) == 1:
-            # stacklevel 3: past torch's inference_mode wrapper, to the caller
-            warnings.warn(ONE_CLASS_WARNING.format(name=names[0]), OvdetWarning, stacklevel=3)
+            # stacklevel 4: past this method, torch's inference_mode wrapper and the public method
+            warnings.warn(ONE_CLASS_WARNING.format(name=names[0]), OvdetWarning, stacklevel=4)
         text = self.vocabulary(names).to(self.clip.device)
         probs = torch.softmax(self.clip.logit_scale * image_embeds @ text.T, dim=1).cpu().numpy()
         return [Classification(p.astype(np.float32), names) for p in probs]
 
     def classify_batch(self, images: Sequence[Any], classes: str | Iterable[str]) -> list[Classification]:
         """One `Classification` per image (path, PIL image or RGB array)."""
-        validate_vocabulary(classes)  # a bad vocabulary fails before any image is encoded
-        return self.classify_embedded(self.embed_images(images), classes)
+        names = validate_vocabulary(classes)  # a bad vocabulary fails before any image is encoded
+        return self._probabilities(self.embed_images(images), names)
 
     def classify(self, image: Any, classes: str | Iterable[str]) -> Classification:
         return self.classify_batch([image], classes)[0]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .cache import ExemplarEmbeddingCache
-from .errors import ExemplarError, ImageReadError, first_line
+from .errors import ExemplarError, ImageReadError
 from .io import load_image
 from .text import parse_classes, validate_vocabulary
 
@@ -270,15 +270,10 @@ def load_examples_file(path: str | Path) -> list[Example]:
 
     An entry may also be a bare PATH (the whole image), and a class with one exemplar may give
     it without the list. Relative image paths are relative to the YAML file's folder."""
-    import yaml
+    from .files import read_yaml
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExemplarError(f"examples file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ExemplarError(f"cannot read examples file {path}: {first_line(exc)}") from None
+    data = read_yaml(path, "examples file", error=ExemplarError)
     if not isinstance(data, dict) or not data:
         raise ExemplarError(f"examples file {path} must map class names to exemplars: "
                             "NAME: [{image: PATH, box: [x1, y1, x2, y2]}, ...]")

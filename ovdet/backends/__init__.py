@@ -5,12 +5,12 @@ torch (`onnx`), anything else on the torch builder of its family (`BUILDERS`).""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..config import DetectorConfig
 from ..errors import ConfigError
+from ..files import read_json
 from ..weights import locate
 from .base import Backend, RegionScores, TwoPhaseBackend, splits_image_pass
 from .onnx.manifest import export_config, is_export_dir
@@ -72,10 +72,8 @@ MODEL_TYPES: dict[str, tuple[str, str]] = {
 
 def model_type_of(folder: Path) -> str:
     """The `model_type` in a checkpoint folder's config.json."""
-    try:
-        return str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+    config = read_json(Path(folder) / "config.json", "checkpoint config", expect=dict, error=ConfigError)
+    return str(config.get("model_type", ""))
 
 
 def backend_for_model_type(model_type: str, where: str) -> tuple[str, str]:

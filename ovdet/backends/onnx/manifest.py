@@ -11,11 +11,11 @@ for every graph, its file and its inputs and outputs with their shapes ("batch",
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError
+from ...files import read_json
 
 MANIFEST = "manifest.json"
 FORMAT = "ovdet-onnx"
@@ -31,10 +31,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The manifest of an export folder; `ConfigError` (one line) when it is unreadable, not
     an ovdet export, or from a newer format than this ovdet reads."""
     path = Path(folder).expanduser() / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    data = read_json(path, "export manifest", error=ConfigError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ConfigError(f"{path} is not an ovdet export manifest (format {FORMAT!r} expected)")
     if data.get("format_version", 0) > FORMAT_VERSION:
