@@ -146,16 +146,20 @@ def error_record(image: str, message: str) -> dict:
 def detections_from_image_record(record: Mapping[str, Any], class_names: Sequence[str] | None = None,
                                  source: str = "results") -> Detections | None:
     """An Image record -> its `Detections` (None for an error record)."""
+    if not isinstance(record, Mapping):
+        raise RecordError(f"{source}: an entry is a {type(record).__name__}, not an image record")
+    missing = [k for k in ("image", "error") if k not in record] if "error" in record else \
+        [k for k in ("image", "width", "height", "detections") if k not in record]
+    if missing:
+        raise RecordError(f"{source}: an entry has no {missing[0]!r} field (an image record has image, width, "
+                          "height, detections)")
+    if "error" in record:
+        return None
     try:
-        if "error" in record:
-            return None
-        name = f"{source}: {record['image']}"
         size = (int(record["height"]), int(record["width"]))
-        return detections_from_records(record["detections"], size, class_names, source=name)
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, RecordError):
-            raise
-        raise RecordError(f"{source}: not an ovdet image record (needs image, width, height, detections)") from None
+    except (TypeError, ValueError):
+        raise RecordError(f"{source}: {record['image']}: width and height must be whole numbers") from None
+    return detections_from_records(record["detections"], size, class_names, source=f"{source}: {record['image']}")
 
 
 def frame_record(index: int, time: float, dets: Detections) -> dict:

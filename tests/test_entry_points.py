@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ovdet
 from ovdet import Detector
 from ovdet.adapters import to_coco_results, to_records
 from ovdet.cli.app import main
@@ -210,7 +211,7 @@ def test_eval_reads_images_as_the_library(detector, reference, photos, tmp_path)
 
 def test_video_frames_from_a_folder_equal_the_library(detector, reference, photos):
     for fmt in FORMATS:
-        (frame,) = list(detector.stream(str(photos[fmt].parent), CLASSES))
+        (frame,) = list(ovdet.stream(detector, str(photos[fmt].parent), CLASSES))
         assert_equal(frame.detections, reference[fmt])
 
 
