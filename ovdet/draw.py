@@ -1,7 +1,9 @@
-"""Drawing detections on images and video frames with supervision's annotators."""
+"""Drawing detections on images and video frames: supervision's annotators, or OpenCV alone
+where supervision is not installed (the torch-free route of an ONNX export)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +19,14 @@ def draw_bgr(image_rgb: np.ndarray, dets: Detections, in_place: bool = False) ->
     per-frame path converts once (cv2.cvtColor: a reversed-channel view costs ~25x more to
     copy at 1080p). With track ids a box is coloured by its track (the colour follows the
     object) and labelled "#id name score"; unconfirmed tracks (id -1) keep their class colour.
+    Line width and label size follow the boxes (`label_style`). Without supervision (the
+    torch-free install of an ONNX export) OpenCV draws the same boxes and labels itself.
 
     in_place: callers done with the image allow drawing in its own memory, which is then
     returned holding BGR: no second full-size copy. Taken only where the array is writable
     and C-contiguous (a copy is made otherwise).
     """
     import cv2
-    import supervision as sv
 
     if in_place and image_rgb.flags.writeable and image_rgb.flags.c_contiguous:
         scene = _swap_channels_in_place(image_rgb)
@@ -31,18 +34,71 @@ def draw_bgr(image_rgb: np.ndarray, dets: Detections, in_place: bool = False) ->
         scene = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     if not len(dets):
         return scene
-    sv_dets = to_supervision(dets)
     labels = [f"{name} {score:.2f}" for name, score in zip(dets.labels, dets.scores.tolist())]
     colours = dets.class_ids
     if dets.tracker_ids is not None:
         ids = dets.tracker_ids
         colours = np.where(ids >= 0, ids, dets.class_ids)
         labels = [(f"#{tid} " if tid >= 0 else "") + label for tid, label in zip(ids.tolist(), labels)]
-    thickness = max(1, round(min(dets.image_size) / 300))
-    scene = sv.BoxAnnotator(thickness=thickness).annotate(scene, sv_dets, custom_color_lookup=colours)
-    return sv.LabelAnnotator(text_scale=max(0.4, thickness * 0.4), text_thickness=thickness).annotate(
+    style = label_style(dets)
+    try:
+        import supervision as sv
+    except ImportError:
+        return _draw_with_opencv(scene, dets.xyxy, labels, colours, style)
+    sv_dets = to_supervision(dets)
+    scene = sv.BoxAnnotator(thickness=style.line).annotate(scene, sv_dets, custom_color_lookup=colours)
+    return sv.LabelAnnotator(text_scale=style.text_scale, text_thickness=style.text_thickness,
+                             text_padding=style.padding, smart_position=True).annotate(
         scene, sv_dets, labels=labels, custom_color_lookup=colours
     )
+
+
+@dataclass(frozen=True)
+class LabelStyle:
+    line: int  # box outline width, px
+    text_scale: float  # OpenCV font scale (Hershey simplex: ~22 px cap height at 1.0)
+    text_thickness: int
+    padding: int  # px around the label text
+
+
+def label_style(dets: Detections) -> LabelStyle:
+    """Line width and label size from the boxes' typical size, capped by the image's: labels
+    about a quarter of the median box side (10 px at least, 1/40 of the image side at most), so
+    small boxes on a big aerial photo keep a small label instead of one ~50 px tall that hides
+    them."""
+    side = float(np.median(np.minimum(dets.xyxy[:, 2] - dets.xyxy[:, 0], dets.xyxy[:, 3] - dets.xyxy[:, 1])))
+    image_side = min(dets.image_size)
+    line = int(np.clip(round(side / 40), 1, max(1, round(image_side / 300))))
+    text_px = float(np.clip(side * 0.25, 10, max(10.0, image_side / 40)))
+    scale = text_px / 22
+    return LabelStyle(line=line, text_scale=round(scale, 3), text_thickness=max(1, round(scale * 2)),
+                      padding=max(2, round(text_px * 0.3)))
+
+
+# supervision's default palette (RGB), so both drawing routes colour classes alike
+_PALETTE = ("A351FB", "FF4040", "FFA1A0", "FF7633", "FFB633", "D1D435", "4CFB12", "94CF1A", "40DE8A",
+            "1B9640", "00D6C1", "2E9CAA", "00C4FF", "364797", "6675FF", "0019EF", "863AFF", "530087",
+            "CD3AFF", "FF97CA", "FF39C9")
+
+
+def _draw_with_opencv(scene: np.ndarray, xyxy: np.ndarray, labels: list[str], colours: np.ndarray,
+                      style: LabelStyle) -> np.ndarray:
+    """Boxes and filled label tags drawn with OpenCV alone (BGR scene, drawn in place)."""
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for box, label, colour in zip(xyxy.round().astype(int).tolist(), labels, colours.tolist()):
+        rgb = _PALETTE[int(colour) % len(_PALETTE)]
+        bgr = (int(rgb[4:6], 16), int(rgb[2:4], 16), int(rgb[0:2], 16))
+        x0, y0, x1, y1 = box
+        cv2.rectangle(scene, (x0, y0), (x1, y1), bgr, style.line)
+        (tw, th), base = cv2.getTextSize(label, font, style.text_scale, style.text_thickness)
+        h = th + base + 2 * style.padding
+        top = y0 - h if y0 - h >= 0 else y0  # above the box, inside it at the image's top edge
+        cv2.rectangle(scene, (x0, top), (x0 + tw + 2 * style.padding, top + h), bgr, -1)
+        cv2.putText(scene, label, (x0 + style.padding, top + style.padding + th), font, style.text_scale,
+                    (255, 255, 255), style.text_thickness, cv2.LINE_AA)
+    return scene
 
 
 def _swap_channels_in_place(image: np.ndarray) -> np.ndarray:

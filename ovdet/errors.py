@@ -45,11 +45,22 @@ class VocabularyError(OvdetError, ValueError):
 
 
 class ImageReadError(OvdetError, OSError):
-    """An image is missing, unreadable or not an image."""
+    """An image is missing, unreadable or not an image. `reason`: why, without the image's name,
+    for callers that name the image themselves (an upload, an exemplar)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class ImageTooLargeError(ImageReadError):
-    """An image has more pixels than `max_pixels` allows (the message says how to raise it)."""
+    """An image has more pixels than `max_pixels` allows (the message says how to raise it);
+    `width`, `height` and `max_pixels` when known, for callers that word it for someone else."""
+
+    def __init__(self, message: str, width: int | None = None, height: int | None = None,
+                 max_pixels: int | None = None):
+        super().__init__(message)
+        self.width, self.height, self.max_pixels = width, height, max_pixels
 
 
 class WeightsNotFoundError(OvdetError, FileNotFoundError):

@@ -112,7 +112,7 @@ class Example:
         try:
             pixels = load_image(self.image)
         except ImageReadError as exc:
-            raise ExemplarError(f"{where}: cannot read the image: {exc}") from None
+            raise ExemplarError(f"{where}: cannot read the image: {exc.reason}") from None  # `where` names it
         return pixels, fit_box(self.box, *pixels.shape[:2], where)
 
     def identity(self) -> tuple[str, Box | None]:

@@ -147,7 +147,8 @@ def check_pixels(height: int, width: int, max_pixels: int, name: str = "image") 
     if height * width > max_pixels:
         raise ImageTooLargeError(
             f"{name} is {width}x{height} = {height * width:,} pixels, above max_pixels ({max_pixels:,}); "
-            f"to read it, raise the limit: --max-pixels {height * width} (config key max_pixels)"
+            f"to read it, raise the limit: --max-pixels {height * width} (config key max_pixels)",
+            width=width, height=height, max_pixels=max_pixels,
         )
 
 
@@ -215,9 +216,10 @@ def load_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 def _read_file(path: Path, max_pixels: int, decode_size) -> LoadedImage:
     if not path.exists():
-        raise ImageReadError(f"image not found: {path}")
+        raise ImageReadError(f"image not found: {path}", reason="file not found")
     if path.is_dir():
-        raise ImageReadError(f"expected an image file, got a directory: {path}")
+        raise ImageReadError(f"expected an image file, got a directory: {path}",
+                             reason="a directory, not an image file")
     return _decode(path, str(path), max_pixels, decode_size)
 
 
@@ -246,14 +248,16 @@ def _decode(source: Any, name: str, max_pixels: int, decode_size) -> LoadedImage
     except Image.DecompressionBombError as exc:  # someone set PIL's own ceiling again
         raise ImageTooLargeError(f"{path}: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {_reason(exc, source)}") from exc
+        reason = str(_reason(exc, source))
+        raise ImageReadError(f"cannot read image {path}: {reason}", reason=reason) from exc
     except ImportError as exc:
         raise ImageReadError(f"cannot read image {path}: {_reason(_unidentified(exc), source)}") from exc
 
 
 def _reason(exc: BaseException, source: Any) -> BaseException | str:
-    """PIL names an in-memory file by its repr (`<_io.BytesIO object at 0x...>`): say it plainly."""
-    if isinstance(exc, UnidentifiedImageError) and not isinstance(source, (str, os.PathLike)):
+    """PIL names the file (a path, or an in-memory file by its repr `<_io.BytesIO object at
+    0x...>`): the caller names it already, so say the reason alone."""
+    if isinstance(exc, UnidentifiedImageError):
         return "cannot identify image file (not an image, or a format PIL cannot read)"
     return exc
 

@@ -398,3 +398,22 @@ def test_eval_scores_calibrated_detections_without_thresholds(fitted_on_images, 
         assert d["score"] == pytest.approx(expected, abs=2e-4)
     # AP ranks everything: the file's thresholds were not applied
     assert any(d["score"] <= cal.threshold_for(names[d["category_id"]]) for d in calibrated)
+
+
+def test_pr_plot_legend_is_outside_the_axes():
+    """The PR plot's legend lies below the axes, so it covers no part of the curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ovdet.calibrate.report import place_legend_below
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([0, 0.5, 1], [1, 0.5, 0.1], label="person (12 objects)")
+    ax.plot([0.9], [0.2], marker="*", label="threshold 0.310 (fit): P 0.20, R 0.90")
+    legend = place_legend_below(ax)
+    fig.canvas.draw()
+    box, axes = legend.get_window_extent(), ax.get_window_extent()
+    assert box.y1 <= axes.y0  # entirely under the plotting area
+    plt.close(fig)

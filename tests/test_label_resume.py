@@ -134,3 +134,27 @@ def test_overwrite_replaces_only_ovdet_outputs(tmp_path, images, tiny_owlv2):
     assert report["images"] == 1
     assert not (out / "coco").exists() and (out / "yolo").is_dir()
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_with_fewer_formats_removes_the_dropped_ones_and_voc_names_ovdet(tmp_path, tiny_owlv2, chelsea_path,
+                                                                                astronaut_path):
+    """Through the CLI: VOC XML says <database>ovdet</database> (not supervision's roboflow.ai);
+    resuming a finished run with fewer --format removes the dropped formats' folders, which
+    report.json no longer lists, and nothing else."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+    def run(*extra):
+        proc = subprocess.run([sys.executable, "-m", "ovdet", "label", str(chelsea_path), str(astronaut_path),
+                               "--classes", "cat", "--out", str(out), "--model", str(tiny_owlv2), *extra],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    run("--format", "coco,yolo,voc")
+    xml = (out / "voc" / "Annotations" / "chelsea.xml").read_text()
+    assert "<database>ovdet</database>" in xml and "roboflow" not in xml
+    (out / "mine").mkdir()  # the user's own folder
+    run("--format", "coco", "--resume")
+    assert sorted(json.loads((out / "report.json").read_text())["run"]["outputs"]) == ["coco"]
+    assert (out / "coco").is_dir() and not (out / "yolo").exists() and not (out / "voc").exists()
+    assert (out / "mine").is_dir()

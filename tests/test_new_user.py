@@ -261,6 +261,18 @@ def test_weights_list_fits_the_terminal(tmp_path, columns):
     assert "owlv2-b16  model  google/owlv2-base-patch16-ensemble  missing" in long.stdout
 
 
+def test_weights_list_names_where_a_yolo_file_was_found(tmp_path):
+    """A YOLO file found through $OVDET_WEIGHTS is labelled so, one in ./weights/ as weights/."""
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "yolov8s-worldv2.pt").write_bytes(b"not loaded by list")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "yolov8m-worldv2.pt").write_bytes(b"not loaded by list")
+    env = {"OVDET_WEIGHTS": str(tmp_path / "env"), "COLUMNS": "200"}
+    long = run_cli("weights", "list", "--long", cwd=tmp_path, env_extra=env).stdout  # (their text towers are missing)
+    assert f"yolo-world-s  model  yolov8s-worldv2.pt  OVDET_WEIGHTS: {tmp_path / 'env' / 'yolov8s-worldv2.pt'}" in long
+    assert f"yolo-world-m  model  yolov8m-worldv2.pt  weights/: {tmp_path / 'weights' / 'yolov8m-worldv2.pt'}" in long
+
+
 def test_classify_with_one_class_warns(tmp_path, tiny_clip, chelsea_path, astronaut_path):
     proc = run_cli("classify", chelsea_path, astronaut_path, "--classes", "cat", "--model", tiny_clip, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -160,7 +160,7 @@ def test_model_health_metrics_and_docs(client):
         assert client.get(asset).status_code == 200
     # nothing from the network: every linked file is this server's
     links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
-    assert links and all(link.startswith("/static/") for link in links), links
+    assert links and all(link.startswith(("/static/", "data:")) for link in links), links  # data: the inline favicon
     assert "fetch(\"/v1/" in client.get("/static/app.js").text and "://" not in client.get("/static/style.css").text
 
 
@@ -179,7 +179,8 @@ def expect(r, status, code):
 
 
 def test_bad_images_and_classes_are_400(client, chelsea_path):
-    expect(post_image(client, b"not an image at all", classes="cat"), 400, "unreadable_image")
+    r = expect(post_image(client, b"not an image at all", classes="cat"), 400, "unreadable_image")
+    assert r.json()["message"].startswith("cannot read the uploaded image: cannot identify image file")
     expect(post_image(client, b"", classes="cat"), 400, "unreadable_image")
     jpeg = chelsea_path.read_bytes()
     expect(post_image(client, jpeg[: len(jpeg) // 2], classes="cat"), 400, "unreadable_image")  # truncated file
@@ -193,17 +194,32 @@ def test_bad_images_and_classes_are_400(client, chelsea_path):
 
 
 def test_too_large_in_bytes_or_pixels_is_413(client, chelsea_path):
+    """Each 413 says the real size (or "over" what was read) and the image limit as the operator
+    set it (--max-image-mb 0.5 here); the pixel 413 tells the client to downscale."""
+    def message(r):
+        return expect(r, 413, "too_large").json()["message"]
+
     big = b"\xff" * (600 * 1024)  # over the 0.5 MB image limit, under the body limit
-    expect(post_image(client, big, classes="cat"), 413, "too_large")
+    assert message(post_image(client, big, classes="cat")) == \
+        "the image is 0.586 MB; this server accepts images up to 0.5 MB"
+    b64 = base64.b64encode(b"\xff" * (540 * 1024)).decode()  # under the body limit, over the image's
+    assert message(client.post("/v1/detect", json={"image": b64, "classes": ["cat"]})) == \
+        "the image is 0.527 MB; this server accepts images up to 0.5 MB"
     huge_body = b"0" * (800 * 1024)  # Content-Length over the body limit: refused before reading
-    expect(client.post("/v1/detect", content=huge_body, headers={"content-type": "application/json"}), 413, "too_large")
+    assert message(client.post("/v1/detect", content=huge_body, headers={"content-type": "application/json"})) == \
+        ("the request body is 0.781 MB; this server accepts images up to 0.5 MB "
+         "(a request body up to 0.729 MB, base64 included)")
 
     def chunks():  # no Content-Length: the limit applies while the body streams
         for _ in range(100):
             yield b"x" * 16384
 
-    expect(client.post("/v1/detect", content=chunks(), headers={"content-type": "application/json"}), 413, "too_large")
-    expect(post_image(client, png_bytes(2000, 1001), classes="cat", name="wide.png"), 413, "too_large")
+    assert message(client.post("/v1/detect", content=chunks(), headers={"content-type": "application/json"})) \
+        .startswith("the request body is over 0.729 MB; this server accepts images up to 0.5 MB")
+    pixels = message(post_image(client, png_bytes(2000, 1001), classes="cat", name="wide.png"))
+    assert pixels == ("the image is 2000x1001 = 2,002,000 pixels; this server accepts up to 2,000,000: "
+                      "downscale it to at most that many (e.g. 1999x1000) and send it again")
+    assert "--max-pixels" not in pixels
     assert alive(client, chelsea_path)
 
 

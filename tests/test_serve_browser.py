@@ -38,6 +38,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages, for get_log
     for flag in FLAGS:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
@@ -84,6 +85,20 @@ def assert_drawn_match(driver, answer):
     rows = driver.execute_script("return [...document.querySelectorAll('#detections tbody tr')]"
                                  ".map(tr => tr.cells[1].textContent)")
     assert rows == [det["class_name"] for det in answer["detections"]]
+
+
+def test_page_before_an_image_is_chosen_shows_no_broken_image_and_logs_no_errors(browser, page_server):
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(page_server + "/")
+    wait_for(browser, "return document.readyState === 'complete'")
+    preview = browser.find_element("id", "preview")
+    assert not preview.is_displayed()  # was shown as a broken-image icon with its alt text
+    shown_broken = browser.execute_script(
+        "return [...document.images].filter(i => i.offsetParent !== null && !(i.complete && i.naturalWidth))"
+        ".map(i => i.id || i.alt)")
+    assert shown_broken == []
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []  # e.g. no 404 for /favicon.ico
 
 
 def test_page_uploads_a_photo_and_draws_the_apis_detections(browser, page_server, chelsea_path):

@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to write the tiny checkpoints, configs and weights/ into")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars for files of a few hundred KB
     for kind in ("owlvit", "owlv2"):
         print(f"wrote {make_owl(kind, args.out / kind, seed=args.seed)}")
     print(f"wrote {make_clip(args.out / 'clip', seed=args.seed)}")

@@ -128,8 +128,14 @@ def format_report(cal: Calibration) -> str:
 
 def _save(fig, path: Path) -> Path:
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # "tight": room for a legend outside
     return path
+
+
+def place_legend_below(ax):
+    """The legend under the axes, outside them: a PR curve can run through any corner (the old
+    lower-left legend covered the high-recall end of the curve)."""
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
 
 
 def plot_reliability(ex: Examples, cal: Calibration, cv: CrossValidation | None, out_dir: str | Path) -> Path:
@@ -204,7 +210,7 @@ def plot_pr_curves(ex: Examples, cal: Calibration, out_dir: str | Path, progress
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title(f"{name}: target {cal.target}")
-        ax.legend(loc="lower left", fontsize=8)
+        place_legend_below(ax)
         fig.tight_layout()
         stem = _safe_name(name)
         while stem in used_names:

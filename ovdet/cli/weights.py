@@ -65,10 +65,10 @@ def _list(long: bool) -> int:
                 continue
             try:
                 if weights.endswith(".pt"):  # an ultralytics file, not a transformers folder
-                    from ..backends.yolo.files import find_yolo_weights
+                    from ..backends.yolo.files import find_yolo_weights, yolo_weights_source
 
                     path = find_yolo_weights(weights, preset=cfg.name if part == "model" else "")
-                    source = "weights/"
+                    source = yolo_weights_source(path)
                 else:
                     located = wmod.locate(cfg.name if part == "model" else "", weights, download=False)
                     path, source = located.path, located.source

@@ -132,7 +132,7 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # outermost first: metrics see every answer, the body limit included
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 

@@ -77,6 +77,38 @@ def too_large(message: str) -> ApiError:
     return ApiError(413, "too_large", message)
 
 
+def megabytes(n: float) -> str:
+    return f"{n / MB:.3g} MB"  # 0.527 MB, 11.4 MB, 25 MB
+
+
+def image_too_large(settings: ServeSettings, size: int | None = None) -> ApiError:
+    """413 for an image over --max-image-mb: its real size, or "over N MB" when it was cut off
+    unread (`size` None), and the limit as the operator gave it (10 -> "10 MB")."""
+    what = f"is {megabytes(size)}" if size is not None else f"is over {settings.max_image_mb:g} MB"
+    return too_large(f"the image {what}; this server accepts images up to {settings.max_image_mb:g} MB")
+
+
+def body_too_large(settings: ServeSettings, size: int | None = None) -> ApiError:
+    """413 for a request body over `max_body_bytes` (the image limit plus base64 and the other
+    fields): the body's size (or "over" the body limit when it streamed past it undeclared) and
+    the image limit, which is what the client can act on."""
+    what = f"is {megabytes(size)}" if size is not None else f"is over {megabytes(settings.max_body_bytes)}"
+    return too_large(f"the request body {what}; this server accepts images up to {settings.max_image_mb:g} MB "
+                     f"(a request body up to {megabytes(settings.max_body_bytes)}, base64 included)")
+
+
+def too_many_pixels(exc) -> ApiError:
+    """413 for an image over --max-pixels, worded for the client (downscale it), not with the
+    operator's flag that `ovdet.io` suggests."""
+    if exc.max_pixels is None:  # PIL's own ceiling: no sizes to quote
+        return too_large(f"the image has too many pixels: {exc.reason}")
+    pixels = exc.width * exc.height
+    scale = math.sqrt(exc.max_pixels / pixels)
+    fits = f"{math.floor(exc.width * scale)}x{math.floor(exc.height * scale)}"  # floors keep it under
+    return too_large(f"the image is {exc.width}x{exc.height} = {pixels:,} pixels; this server accepts up to "
+                     f"{exc.max_pixels:,}: downscale it to at most that many (e.g. {fits}) and send it again")
+
+
 def decode_image(data: bytes, settings: ServeSettings, decode_size=None):
     """Uploaded bytes -> `ovdet.io.LoadedImage` (RGB uint8 (H, W, 3) and the image's own size),
     or an `ApiError`: 413 when the file or its pixel count (read from the header, before
@@ -87,13 +119,13 @@ def decode_image(data: bytes, settings: ServeSettings, decode_size=None):
     from ..errors import ImageReadError, ImageTooLargeError
     from ..io import read_image_bytes
 
-    if len(data) > settings.max_image_bytes:
-        raise too_large(f"image is {len(data) / MB:.1f} MB; this server accepts up to {settings.max_image_mb:g} MB")
+    if len(data) > settings.max_image_bytes:  # read up to one byte past the limit: its size is unknown
+        raise image_too_large(settings)
     if not data:
         raise ApiError(400, "unreadable_image", "the image is empty (0 bytes)")
     try:
-        return read_image_bytes(data, settings.max_pixels, decode_size, name="the uploaded image")
+        return read_image_bytes(data, settings.max_pixels, decode_size, name="upload")
     except ImageTooLargeError as exc:
-        raise too_large(str(exc)) from exc
+        raise too_many_pixels(exc) from exc
     except ImageReadError as exc:
-        raise ApiError(400, "unreadable_image", str(exc)) from exc
+        raise ApiError(400, "unreadable_image", f"cannot read the uploaded image: {exc.reason}") from exc

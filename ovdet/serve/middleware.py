@@ -6,7 +6,7 @@ import time
 
 from fastapi.responses import JSONResponse
 
-from .limits import too_large
+from .limits import ServeSettings, body_too_large
 from .metrics import Metrics
 
 ROUTES = ("/v1/detect", "/v1/classify", "/v1/model", "/healthz", "/readyz", "/metrics", "/", "/static", "/docs",
@@ -14,19 +14,19 @@ ROUTES = ("/v1/detect", "/v1/classify", "/v1/model", "/healthz", "/readyz", "/me
 
 
 class BodyLimit:
-    """413 for request bodies over `max_bytes`: at once when Content-Length says so, else as
+    """413 for request bodies over `settings.max_body_bytes`: at once when Content-Length says so, else as
     soon as the streamed body passes the limit (chunked uploads declare no length)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, settings: ServeSettings):
+        self.app, self.settings, self.max_bytes = app, settings, settings.max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            body = JSONResponse({"error": "too_large", "message": f"request body is {int(length):,} bytes; "
-                                 f"this server accepts up to {self.max_bytes:,}"}, 413)
+            error = body_too_large(self.settings, int(length))
+            body = JSONResponse({"error": error.code, "message": error.message}, 413)
             return await body(scope, receive, send)
         seen = 0
 
@@ -36,7 +36,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise too_large(f"request body is over {self.max_bytes:,} bytes")
+                    raise body_too_large(self.settings)
             return message
 
         return await self.app(scope, limited_receive, send)

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from ..errors import VocabularyError, first_line
 from ..text import parse_classes, validate_vocabulary
 from ..vocabulary import ResolvedClasses, resolve_classes
-from .limits import ApiError, ServeSettings, too_large
+from .limits import ApiError, ServeSettings, image_too_large
 from .schemas import ClassifyFields, ClassifyJSON, DetectFields, DetectJSON
 
 
@@ -77,6 +77,8 @@ async def read_body(request: Request, fields_model: type[BaseModel], json_model:
                 upload = form.get("image")
                 if not isinstance(upload, UploadFile):
                     raise ApiError(422, "invalid_request", "multipart field 'image' (a file) is required")
+                if (upload.size or 0) > settings.max_image_bytes:  # spooled whole: its real size is known
+                    raise image_too_large(settings, upload.size)
                 data = await upload.read(settings.max_image_bytes + 1)  # one byte more tells "too large"
                 values = {k: v for k, v in form.multi_items() if k != "image"}
                 return fields_model.model_validate(values), data, upload.filename or "image"
@@ -100,7 +102,7 @@ def b64decode_image(text: str, settings: ServeSettings) -> bytes:
     if text.startswith("data:"):
         text = text.partition(",")[2]
     if len(text) * 3 // 4 > settings.max_image_bytes + 2:  # before decoding
-        raise too_large(f"image is over {settings.max_image_mb:g} MB")
+        raise image_too_large(settings, len(text) * 3 // 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

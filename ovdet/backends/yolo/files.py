@@ -32,6 +32,16 @@ def _presets_using(filename: str) -> list[str]:
     return found
 
 
+def yolo_weights_source(path: Path) -> str:
+    """Where `find_yolo_weights` found `path`, in `ovdet.weights.Located.source`'s words:
+    "weights/", "OVDET_WEIGHTS" or "path" (given as a path)."""
+    env = os.environ.get("OVDET_WEIGHTS")
+    for source, dirs in (("weights/", weights_dirs()), ("OVDET_WEIGHTS", [Path(env).expanduser()] if env else [])):
+        if any(d.absolute() in Path(path).absolute().parents for d in dirs):  # d/<file> or d/<preset>/<file>
+            return source
+    return "path"
+
+
 def find_yolo_weights(filename_or_path: str | Path, preset: str = "") -> Path:
     """The local file for an ultralytics weights file name or path.
 

@@ -47,4 +47,21 @@ def export(images: Sequence[LabelledImage], classes: Sequence[str], out: Path, f
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         written[name] = str(final)
+    remove_dropped_formats(Path(out), formats)
     return written
+
+
+def remove_dropped_formats(out: Path, formats: Sequence[str]) -> list[str]:
+    """Remove the format folders the previous run wrote (listed in its report.json, still there
+    when this is called) that this run no longer asks for: report.json will not list them, so a
+    resumed run with fewer --formats leaves no stale dataset behind. Nothing else is touched."""
+    import json
+
+    try:
+        previous = json.loads((out / "report.json").read_text(encoding="utf-8"))["run"]["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    dropped = [name for name in previous if name in FORMATS and name not in formats and (out / name).is_dir()]
+    for name in dropped:
+        shutil.rmtree(out / name)
+    return dropped

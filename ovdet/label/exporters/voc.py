@@ -28,6 +28,8 @@ def write(images: Sequence[LabelledImage], classes: list[str], folder: Path, cop
         place_image(im.path, folder / "JPEGImages" / im.name, copy_images)
         xml = detections_to_pascal_voc(detections=im.to_supervision(), classes=classes, filename=im.name,
                                        image_shape=(im.height, im.width, 3))
+        # supervision names itself as the source database; say who wrote these annotations
+        xml = xml.replace("<database>roboflow.ai</database>", "<database>ovdet</database>", 1)
         (folder / "Annotations" / f"{im.stem}.xml").write_text(xml, encoding="utf-8")
         by_split.setdefault(im.split, []).append(im.stem)
     for split, stems in (by_split or {"train": []}).items():
