@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..defaults import DEFAULT_DETECTOR
 from ..errors import EXIT_OK, EXIT_PARTIAL
 
 CHECK_CLASSES = "person,car,cat,dog,bottle"
@@ -15,8 +16,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="export a detector to ONNX (open vocabulary, runs without torch)",
                        description="Export a detector to a folder of ONNX graphs (image tower, class head, text tower) "
                                    "with manifest.json and the tokenizer; run it with --model DIR (needs ovdet[onnx]).")
-    p.add_argument("--model", "-m", default="owlv2-b16",
-                   help="preset name, YAML config, checkpoint folder or hub id (default: owlv2-b16)")
+    p.add_argument("--model", "-m", default=DEFAULT_DETECTOR,
+                   help=f"preset name, YAML config, checkpoint folder or hub id (default: {DEFAULT_DETECTOR})")
     p.add_argument("--out", "-o", type=Path, required=True, help="folder to write (new, empty, or an earlier export)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
