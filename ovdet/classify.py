@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from .defaults import DEFAULT_CLASSIFIER
 from .cache import TextEmbeddingCache
 from .clip import ClipModel
 from .config import DetectorConfig
@@ -61,7 +62,7 @@ class Classifier:
         return cls(ClipModel.from_config(config), resolve_templates(config.templates), cache, batch_size=config.batch_size)
 
     @classmethod
-    def from_pretrained(cls, model: str | Path = "clip-b32", device: str | None = None, **overrides: Any) -> "Classifier":
+    def from_pretrained(cls, model: str | Path = DEFAULT_CLASSIFIER, device: str | None = None, **overrides: Any) -> "Classifier":
         """A CLIP preset (clip-b32, clip-b16, clip-l14, or any clip-* preset), a CLIP checkpoint
         folder or hub id, or a YAML config; overrides as for `Detector.from_pretrained`."""
         from .detector import resolve_config

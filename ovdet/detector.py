@@ -18,6 +18,7 @@ import numpy as np
 from .backends import Backend, build_backend, splits_image_pass
 from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .config import DetectorConfig
+from .defaults import DEFAULT_DETECTOR
 from .errors import OvdetError
 from .exemplars import Example, resolve_vocabulary
 from .io import LoadedImage, read_image
@@ -86,7 +87,7 @@ class Detector:
         return cls(build_backend(config), config, calibration=calibration, templates=templates)
 
     @classmethod
-    def from_pretrained(cls, model: str | Path = "owlv2-b16", device: str | None = None, **overrides: Any) -> "Detector":
+    def from_pretrained(cls, model: str | Path = DEFAULT_DETECTOR, device: str | None = None, **overrides: Any) -> "Detector":
         """Build a detector from a preset name, YAML path, checkpoint folder or hub id.
 
         Args:

@@ -44,6 +44,12 @@ class VocabularyError(OvdetError, ValueError):
     """The class-name list is empty, has empty entries or duplicates."""
 
 
+class ResumeError(OvdetError, ValueError):
+    """A long run (eval, calibrate, label) cannot be resumed: its manifest records other
+    settings, or an unfinished run is in the way and neither --resume nor --overwrite says
+    what to do with it."""
+
+
 class ImageReadError(OvdetError, OSError):
     """An image is missing, unreadable or not an image. `reason`: why, without the image's name,
     for callers that name the image themselves (an upload, an exemplar)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,11 +336,10 @@ class ExemplarEncoder:
             else:
                 missing[key] = example
         if missing:
-            from tqdm import tqdm
+            from .progress import progress_bar
 
             todo = list(missing.items())
-            bar = tqdm(total=len(todo), unit="exemplar", desc="exemplars", file=sys.stderr,
-                       disable=len(todo) <= ENCODE_BATCH, dynamic_ncols=True)
+            bar = progress_bar(total=len(todo), desc="exemplars", unit="exemplar", enabled=len(todo) > ENCODE_BATCH)
             for start in range(0, len(todo), ENCODE_BATCH):
                 chunk = todo[start : start + ENCODE_BATCH]
                 loaded = [example.load() for _, example in chunk]

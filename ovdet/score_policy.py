@@ -34,7 +34,7 @@ def checked_calibration(config: DetectorConfig, templates: Sequence[str]) -> Cal
     calibration.check_model(model_identity(config), templates)
     if calibration.model is None:
         warnings.warn(f"{config.calibration} records no model (fitted on a results file without --model): "
-                      "ovdet cannot check that it belongs to this detector", stacklevel=4)
+                      "ovdet cannot check that it belongs to this detector", OvdetWarning, stacklevel=4)
     return calibration
 
 

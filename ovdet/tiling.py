@@ -17,7 +17,6 @@ overlapping tiles (and the optional whole-image pass) create.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -109,11 +108,10 @@ def detect_tiled(
     parts: list[Detections] = []
     edges: list[np.ndarray] = []
     batches = math.ceil(len(passes) / batch_size)
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    # shown for long images only, on a terminal only (disable=None): library calls stay quiet
-    with tqdm(total=len(passes), unit="tile", leave=False, file=sys.stderr, dynamic_ncols=True,
-              disable=None if batches > 4 else True) as bar:
+    # tiles done / total on a large image only (more than 4 forward passes), on a terminal only
+    with progress_bar(total=len(passes), desc="tiles", unit="tile", enabled=batches > 4, leave=False) as bar:
         for start in range(0, len(passes), batch_size):  # Ctrl-C is seen between batches
             chunk = passes[start : start + batch_size]
             crops = [image if (w == whole[0]).all() else np.ascontiguousarray(image[w[1] : w[3], w[0] : w[2]])

@@ -98,6 +98,23 @@ def _isolated_text_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("OVDET_CACHE", str(tmp_path_factory.getbasetemp() / "ovdet-cache"))
 
 
+def _run_folders() -> set[Path]:
+    runs = ROOT / "runs"
+    return set(runs.glob("*/*")) if runs.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def _no_run_folders_in_the_checkout():
+    """Tests write only under temporary folders: a test that leaves a run folder (runs/<task>/<name>)
+    in the repository fails, named (use `monkeypatch.chdir(tmp_path)` or an explicit --out)."""
+    before = _run_folders()
+    yield
+    new = sorted(_run_folders() - before)
+    if new:
+        pytest.fail(f"the test wrote run folder(s) into the checkout: {', '.join(str(p.relative_to(ROOT)) for p in new)}",
+                    pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, tiny_models, tiny_clip, tiny_clip512) -> Path:
     """What `python tools/make_tiny_models.py DIR` writes, from the session's tiny checkpoints:

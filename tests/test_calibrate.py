@@ -20,6 +20,12 @@ from ovdet.cli.app import main
 from ovdet.eval.dataset import load_dataset
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Run folders (runs/<task>/exp<N>) go under the test's temporary folder, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def coco_mini(shared_data: Path) -> Path:
     return shared_data / "coco-mini-val" / "instances_val2017.json"
 
@@ -185,6 +191,20 @@ def test_cli_fits_from_results_and_writes_report_and_plots(shared_data, results_
     assert data["report"]["after"]["ece"] < data["report"]["before"]["ece"]
     assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "pr" / "person.png").is_file()
+
+
+def test_cli_writes_into_a_run_folder_by_default(shared_data, results_file, tmp_path, capsys):
+    """Without --out the calibration goes to runs/calibrate/exp<N> (never over a file in the
+    current folder); a failed run leaves no empty run folder."""
+    argv = ["calibrate", "--results", str(results_file), "--annotations", str(coco_mini(shared_data)), "--folds", "0"]
+    assert main(argv) == 0 and main(argv) == 0
+    assert (tmp_path / "runs/calibrate/exp/calibration.yaml").is_file()
+    assert (tmp_path / "runs/calibrate/exp2/calibration.yaml").is_file()
+    assert not (tmp_path / "calibration.yaml").exists()
+    assert "ovdet: results saved to runs/calibrate/exp2" in capsys.readouterr().err
+    assert main(["calibrate", "--results", str(tmp_path / "missing.json"), "--annotations",
+                 str(coco_mini(shared_data))]) == 2
+    assert sorted(p.name for p in (tmp_path / "runs/calibrate").iterdir()) == ["exp", "exp2"]
 
 
 def test_cli_apply_rewrites_results(shared_data, results_file, tmp_path, capsys):

@@ -71,8 +71,8 @@ def test_json_to_stdout_and_glob(tiny_owlvit, images):
     assert len(results) == 2 and all(len(r["detections"]) <= 2 for r in results)
 
 
-def test_human_output_without_json(tiny_owlv2, chelsea_path):
-    proc = run_cli("detect", chelsea_path, "--classes", "cat", "--model", tiny_owlv2, "--threshold", "0")
+def test_human_output_without_json(tiny_owlv2, chelsea_path, tmp_path):
+    proc = run_cli("detect", chelsea_path, "--classes", "cat", "--model", tiny_owlv2, "--threshold", "0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{chelsea_path}: ") and " cat " in proc.stdout
 

@@ -250,7 +250,8 @@ def test_reduced_decode_is_the_same_on_path_url_and_upload(model, photos, url_ba
 
 
 def test_reduced_decode_flag_reaches_the_config():
-    from ovdet.cli.options import Parser, add_model_options, config_overrides
+    from ovdet.kit.parser import Parser
+    from ovdet.kit.options import add_model_options, config_overrides
 
     parser = Parser(prog="ovdet test")
     add_model_options(parser)

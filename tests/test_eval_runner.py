@@ -22,6 +22,13 @@ from ovdet.eval.dataset import load_dataset
 from ovdet.eval.ovcoco import load_split
 from ovdet.eval.runner import ClassesFileError, ResumeError, partial_path, prompt_name, run_detector, vocabulary
 
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Run folders (runs/<task>/exp<N>) go under the test's temporary folder, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

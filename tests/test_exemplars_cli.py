@@ -19,6 +19,13 @@ from ovdet.exemplars import load_examples_file, parse_example
 
 from test_cli import error_line, run_cli
 
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Run folders (runs/<task>/exp<N>) go under the test's temporary folder, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 EXACT = dict(threshold=0.0, nms_iou=1.0, max_detections=100_000, templates="{}", device="cpu", precision="fp32")
 
 

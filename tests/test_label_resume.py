@@ -158,3 +158,30 @@ def test_resume_with_fewer_formats_removes_the_dropped_ones_and_voc_names_ovdet(
     assert sorted(json.loads((out / "report.json").read_text())["run"]["outputs"]) == ["coco"]
     assert (out / "coco").is_dir() and not (out / "yolo").exists() and not (out / "voc").exists()
     assert (out / "mine").is_dir()
+
+
+def test_ctrl_c_says_interrupted_once_and_default_run_folder(tmp_path, images, tiny_owlv2, capsys, monkeypatch):
+    """Ctrl-C in the middle of `ovdet label` prints one line (where the finished chunks are),
+    not that line and a second bare "interrupted"; without --out the run goes to
+    runs/label/exp<N>, and a run that fails before writing leaves no empty run folder."""
+    monkeypatch.chdir(tmp_path)
+    original, calls = Detector.detect_batch, []
+
+    def interrupting(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "detect_batch", interrupting)
+    argv = ["label", *images[:4], "--classes", "car", "--model", str(tiny_owlv2), "--batch-size", "1", "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1, err
+    assert "chunk(s) are saved in runs/label/exp/.ovdet-label" in err
+    monkeypatch.setattr(Detector, "detect_batch", original)
+    assert main(argv + ["--resume"]) == 0  # the latest run folder holding a run
+    assert "results saved to runs/label/exp" in capsys.readouterr().err
+    assert (tmp_path / "runs/label/exp/report.json").is_file()
+    assert "not found" in _one_line_exit_2(capsys, ["label", str(tmp_path / "nope"), "--classes", "car"])
+    assert sorted(p.name for p in (tmp_path / "runs/label").iterdir()) == ["exp"]

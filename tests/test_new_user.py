@@ -334,8 +334,9 @@ def test_readme_says_how_to_install_cpu_torch():
 
 
 def test_run_folder_helpers(tmp_path, monkeypatch):
-    """The public helpers other subcommands use (ovdet.cli.options)."""
-    from ovdet.cli.options import UsageError, run_dir, run_dirs, saved_to
+    """The public helpers other subcommands use (ovdet.kit)."""
+    from ovdet.kit.parser import UsageError
+    from ovdet.kit.runs import run_dir, run_dirs, saved_to
 
     monkeypatch.chdir(tmp_path)
     made = [run_dir("label") for _ in range(3)]

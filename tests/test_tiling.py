@@ -10,7 +10,7 @@ import torch
 from ovdet import Detector, DetectorConfig
 from ovdet.backends.base import RegionScores
 from ovdet.cli.app import build_parser
-from ovdet.cli.options import config_overrides
+from ovdet.kit.options import config_overrides
 from ovdet.errors import ConfigError
 from ovdet.merging import merge_passes, overlap
 from ovdet.tiling import tile_windows

@@ -11,9 +11,12 @@ import os
 import sys
 from pathlib import Path
 
+from ..defaults import DEFAULT_CLASSIFIER
+
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli.options import add_run_options, add_vocabulary_options
+    from ..kit.runs import add_run_options
+    from ..kit.options import add_progress_option, add_vocabulary_options
 
     p = subparsers.add_parser(
         "audit", parents=[common], help="compare zero-shot predictions across groups of images",
@@ -26,11 +29,13 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                    help="CSV with a header and columns image,group; image = path, path relative to the images "
                         "folder, or file name. Every image needs exactly one row")
     p.add_argument("--out", type=Path, help="output folder (default: a new run folder runs/audit/exp<N>)")
-    p.add_argument("--model", "-m", default="clip-b32", help="CLIP preset, checkpoint folder or hub id (default: clip-b32)")
+    p.add_argument("--model", "-m", default=DEFAULT_CLASSIFIER,
+                   help=f"CLIP preset, checkpoint folder or hub id (default: {DEFAULT_CLASSIFIER})")
     p.add_argument("--templates", help="prompt templates (set name, one template with {}, or a file)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
     p.add_argument("--batch-size", type=int, help="images per forward pass")
+    add_progress_option(p)
     add_run_options(p, "audit")
     return p
 
@@ -40,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from .report import AuditReport
     from .summary import rows_from, summarise
     from ..classify import Classifier
-    from ..cli.options import ImageBatches, config_overrides, read_vocabulary, run_dir_for, saved_to
+    from ..kit.images import ImageBatches
+    from ..kit.options import config_overrides, read_vocabulary
+    from ..kit.runs import run_dir_for, saved_to
     from ..detector import resolve_config
     from ..io import expand_image_args
 
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         root = args.images[0] if len(args.images) == 1 and os.path.isdir(args.images[0]) else None
         if paths:
             groups = read_groups(args.groups, paths, root)
-    batches = ImageBatches(args.images, cfg.batch_size)
+    batches = ImageBatches(args.images, cfg.batch_size, desc="audit")
     classifier = None
     rows = []
     for paths, arrays in batches:

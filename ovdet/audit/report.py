@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..defaults import DEFAULT_CLASSIFIER
 from .groups import GroupsFileError, preview, read_groups
 from .outputs import bar_chart, write_predictions_csv, write_summary_csv
 from .summary import AuditRow, AuditSummary, rows_from, summarise
@@ -30,7 +31,7 @@ class AuditReport:
         }
 
 
-def audit(images: str | Path | Sequence[str], classes: str | Iterable[str], model: Any = "clip-b32",
+def audit(images: str | Path | Sequence[str], classes: str | Iterable[str], model: Any = DEFAULT_CLASSIFIER,
           groups: str | Path | Mapping[str, str] | None = None, device: str | None = None, **overrides: Any) -> AuditReport:
     """Classify `images` (a folder, glob or list of files) with a CLIP `model` (preset, folder,
     hub id, or a ready `Classifier`) and summarise per group.

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, ImageReadError, OvdetError
 
-DEFAULT_MODEL = "owlv2-b16"
-DEFAULT_OUT = Path("calibration.yaml")
+from ..defaults import DEFAULT_DETECTOR as DEFAULT_MODEL
+DEFAULT_OUT = Path("calibration.yaml")  # in the run folder runs/calibrate/exp<N> unless --out
+RESULTS_NAME = DEFAULT_OUT.stem + ".results.json"  # the detections of --images, beside it
 # the detector runs with a very low cut so that the fit sees the low scores too; the
 # calibrated thresholds then decide what is shown
 CANDIDATE_THRESHOLD = 0.001
@@ -49,7 +50,9 @@ def _iou(text: str) -> float:
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `calibrate` subcommand; returns its parser."""
-    from ..cli.options import add_model_options, whole_number
+    from ..kit.options import add_model_options, add_progress_option
+    from ..kit.runs import add_run_options
+    from ..kit.parser import whole_number
 
     p = subparsers.add_parser(
         "calibrate", parents=[common], help="fit per-class score calibration and thresholds from labelled images",
@@ -72,8 +75,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--method", choices=METHODS, default="platt",
                    help="temperature (of the logit), platt (logistic on the logit) or isotonic (default: platt)")
     p.add_argument("--out", type=Path, metavar="FILE",
-                   help=f"the calibration YAML (default: {DEFAULT_OUT}); with --apply, the rewritten results "
-                        "(default: <results>_calibrated.json)")
+                   help=f"the calibration YAML (default: {DEFAULT_OUT} in the run folder runs/calibrate/exp<N>); "
+                        "with --apply, the rewritten results (default: <results>_calibrated.json)")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write reliability.png and pr/<class>.png here")
     p.add_argument("--iou", type=_iou, default=0.5, help="IoU for a detection to match a ground-truth box (default 0.5)")
     p.add_argument("--min-examples", type=whole_number(1), default=10, metavar="N",
@@ -83,18 +86,17 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                    help="cross-validation folds over images (default 5; below 2: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
     p.add_argument("--results-out", type=Path, metavar="RESULTS.json",
-                   help="with --images: where the detections are written (default: <out>.results.json)")
+                   help="with --images: where the detections are written (default: <out>.results.json, "
+                        f"{RESULTS_NAME} in the run folder)")
     p.add_argument("--limit", type=whole_number(1), metavar="N", help="only the first N images of the annotations")
     p.add_argument("--resume", action="store_true", help="continue an interrupted detection run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_options(p)
-    for action in p._actions:
-        if action.dest == "model":
-            action.default = None  # None = not given: with --results the file records no model
-            action.help = (f"preset, YAML config, checkpoint folder or hub id (default: {DEFAULT_MODEL}); with "
-                           "--results, the model that produced them, recorded so that others are refused")
-        elif action.dest == "threshold":
-            action.help = f"lowest score the detector reports for fitting (default: {CANDIDATE_THRESHOLD})"
+    add_progress_option(p)
+    add_model_options(  # --model None = not given: with --results the file records no model
+        p, default_model=None,
+        model_help=(f"preset, YAML config, checkpoint folder or hub id (default: {DEFAULT_MODEL}); with "
+                    "--results, the model that produced them, recorded so that others are refused"),
+        threshold_help=f"lowest score the detector reports for fitting (default: {CANDIDATE_THRESHOLD})")
+    add_run_options(p, "calibrate")
     return p
 
 
@@ -124,7 +126,7 @@ def _check_options(args: argparse.Namespace) -> None:
 def _categories(dataset, classes: str | None) -> list[dict]:
     """The calibrated categories: all, or those named by --classes (matched case-insensitively,
     LVIS underscores as spaces)."""
-    from ..eval.runner import prompt_name
+    from ..eval.categories import prompt_name
     from ..text import validate_vocabulary
 
     if classes is None:
@@ -143,7 +145,7 @@ def _categories(dataset, classes: str | None) -> list[dict]:
 
 
 def _config(args: argparse.Namespace, model: str):
-    from ..cli.options import config_overrides
+    from ..kit.options import config_overrides
     from ..detector import resolve_config
 
     overrides = {k: v for k, v in config_overrides(args).items() if v is not None}
@@ -155,7 +157,23 @@ def _config(args: argparse.Namespace, model: str):
     return config
 
 
-def _run_model(args: argparse.Namespace, dataset, categories: list[dict], names: list[str]):
+def _calibration_out(args: argparse.Namespace, folder) -> Path:
+    """--out, else calibration.yaml in the run folder runs/calibrate/exp<N>; with --resume, the
+    latest run folder holding an unfinished detection run."""
+    from ..eval.partial import partial_path
+    from ..kit.runs import run_dirs
+
+    if args.out is not None:
+        return args.out
+    if folder.path is None and getattr(args, "resume", False):
+        unfinished = [d for d in run_dirs("calibrate", args.name, args.project)
+                      if partial_path(d / RESULTS_NAME).is_file()]
+        if unfinished:
+            folder.path = unfinished[-1]
+    return folder.get() / DEFAULT_OUT
+
+
+def _run_model(args: argparse.Namespace, dataset, categories: list[dict], names: list[str], folder):
     from ..detector import Detector
     from ..eval.runner import run_detector
 
@@ -163,11 +181,11 @@ def _run_model(args: argparse.Namespace, dataset, categories: list[dict], names:
         raise ImageReadError(f"image folder not found: {args.images}")
     config = _config(args, args.model or DEFAULT_MODEL)
     detector = Detector.from_config(config)
-    out = args.out or DEFAULT_OUT
+    out = _calibration_out(args, folder)
     results_out = args.results_out or out.with_name(out.stem + ".results.json")
     outcome = run_detector(detector, dataset, args.images, classes=names, category_ids=[c["id"] for c in categories],
                            results_out=results_out, limit=args.limit, batch_size=args.batch_size,
-                           resume=args.resume, progress=not args.no_progress)
+                           resume=args.resume, progress=not args.no_progress, desc="calibrate")
     print(f"ovdet: {len(outcome.image_ids)} image(s) detected ({outcome.computed} in {outcome.seconds:.1f} s); "
           f"detections in {outcome.results_path}", file=sys.stderr)
     run = {"results_file": str(outcome.results_path), "threshold": config.threshold, "nms_iou": config.nms_iou,
@@ -199,11 +217,14 @@ def run(args: argparse.Namespace) -> int:
         raise CalibrateUsageError(str(exc)) from None
 
     from ..eval.dataset import load_dataset, load_results
-    from ..eval.runner import prompt_name
     from ..calibration import model_identity
+    from ..eval.categories import prompt_name
     from .pipeline import CalibrationDataError, calibrate_results
     from .report import format_report, plot_pr_curves, plot_reliability
 
+    from ..kit.runs import RunFolder
+
+    folder = RunFolder(args)
     dataset = load_dataset(args.annotations)
     categories = _categories(dataset, args.classes)
     names = [prompt_name(c["name"]) for c in categories]
@@ -220,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         run_info = {"results_file": str(args.results)}
         source = str(args.results)
     else:
-        results, image_ids, skipped, config, templates, run_info = _run_model(args, dataset, categories, names)
+        results, image_ids, skipped, config, templates, run_info = _run_model(args, dataset, categories, names, folder)
         source = run_info["results_file"]
 
     wanted = {c["id"] for c in categories}
@@ -241,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         model=model_identity(config) if config is not None else None,
         templates=tuple(templates) if templates is not None else None,
     )
-    out = args.out or DEFAULT_OUT
+    out = _calibration_out(args, folder)
     cal.save(out)
     print(format_report(cal))
     missed = [name for name, e in cal.classes.items() if e.source == "class" and not e.stats.get("target_reached", True)]
@@ -255,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
         print("ovdet: no --model given: the calibration records no model identity, so detectors cannot check "
               "that it is theirs", file=sys.stderr)
     print(f"ovdet: calibration in {out}", file=sys.stderr)
+    if folder.path is not None:
+        from ..kit.runs import saved_to
+
+        print(saved_to(folder.path), file=sys.stderr)
     if args.plots is not None:
         reliability = plot_reliability(outcome.examples, cal, outcome.cv, args.plots)
         curves = plot_pr_curves(outcome.examples, cal, args.plots, progress=not args.no_progress)
@@ -264,14 +289,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from ..eval.dataset import ResultsError, check_results, load_dataset, read_json
-    from ..eval.runner import prompt_name
+    from ..eval.dataset import ResultsError, check_results, load_dataset
     from ..calibration import load_calibration
-    from ..files import write_json
+    from ..eval.categories import prompt_name
+    from ..files import read_json, write_json
     from .pipeline import apply_to_results
 
     cal = load_calibration(args.apply)
-    raw = read_json(args.results, ResultsError)
+    raw = read_json(args.results, "results file", error=ResultsError)
     names_by_id = None
     if args.annotations is not None:
         dataset = load_dataset(args.annotations)

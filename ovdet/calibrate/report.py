@@ -180,10 +180,9 @@ def _safe_name(name: str) -> str:
 def plot_pr_curves(ex: Examples, cal: Calibration, out_dir: str | Path, progress: bool = False) -> list[Path]:
     """pr/<class>.png: precision against recall of the calibrated scores, the chosen threshold
     marked; one file per class with detections and ground truth."""
-    import sys
-
     import matplotlib
-    from tqdm import tqdm
+
+    from ..progress import progress_bar
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -192,8 +191,7 @@ def plot_pr_curves(ex: Examples, cal: Calibration, out_dir: str | Path, progress
     folder = Path(out_dir) / "pr"
     written = []
     used_names: set[str] = set()
-    for name, entry in tqdm(list(cal.classes.items()), desc="plots", unit="class", file=sys.stderr,
-                            disable=not progress, dynamic_ncols=True):
+    for name, entry in progress_bar(iterable=list(cal.classes.items()), desc="plots", unit="class", enabled=progress):
         rows = ex.names == name
         gt = ex.num_gt.get(name, 0)
         if not rows.any() or not gt:

@@ -4,7 +4,9 @@ exit statuses.
 Exit codes: 0 success; 1 some inputs were skipped (each reported); 2 user error (one line on
 stderr; `--debug` shows the traceback and the error's details); 130 interrupted; 141 stdout
 closed by its reader (`ovdet detect ... --json - | head`): a quiet stop, as Unix tools do.
-Warnings ovdet raises (`OvdetWarning`) print as one `ovdet: warning: ...` line.
+Warnings ovdet raises (`OvdetWarning`) print as one `ovdet: warning: ...` line. `--no-progress`
+switches every progress bar of the run off (`ovdet.progress`); a run folder the run made but
+wrote nothing into is removed at the end (`ovdet.kit.runs`).
 
 Each subcommand module offers `add_parser(subparsers, common)` and `run(args) -> exit code`;
 none of them imports torch at import time, so argument errors answer in a fraction of a second.
@@ -31,7 +33,9 @@ from ..video import command as video_command
 from . import classify as classify_command
 from . import detect as detect_command
 from . import weights as weights_command
-from .options import Parser, common_options, set_threads
+from ..kit.parser import Parser, common_options, set_threads
+from ..kit.runs import remove_empty_run_dirs
+from ..progress import set_progress, write_line
 
 # name -> module with add_parser(subparsers, common) and run(args); the order is --help's
 SUBCOMMANDS = {
@@ -66,12 +70,8 @@ def _warning_printer(previous):
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if issubclass(category, OvdetWarning):
-            text, out = f"ovdet: warning: {message}", sys.stderr if file is None else file
-            tqdm = sys.modules.get("tqdm")
-            if tqdm is not None:  # a progress bar may be drawn on stderr: print above it, not into it
-                tqdm.tqdm.write(text, file=out)
-            else:
-                print(text, file=out)
+            # a progress bar may be drawn on stderr: print above it, not into it
+            write_line(f"ovdet: warning: {message}", file=file)
         else:
             previous(message, category, filename, lineno, file, line)
 
@@ -104,11 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.print_help()
                 return EXIT_USAGE
             set_threads(getattr(args, "threads", None))
+            set_progress(not getattr(args, "no_progress", False))  # every bar of the run, tiling's included
             code = SUBCOMMANDS[args.command].run(args)
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
             return code
     except KeyboardInterrupt as exc:
-        # a command that saved its finished work says where, once; otherwise a bare note
+        remove_empty_run_dirs()  # a run folder nothing was written into yet
+        # a command that saved its finished work says where, once (`Interrupted`); otherwise a bare note
         print(f"ovdet: {exc}" if str(exc) else "ovdet: interrupted", file=sys.stderr)
         if is_process:
             # Ctrl-C ends the run at once: once torch and transformers are loaded, the
@@ -130,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).replace("\n", " ")
         print(message if message.startswith("ovdet") else f"ovdet: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        # a run that failed (or wrote nothing) leaves no empty numbered run folder behind
+        remove_empty_run_dirs()
+        set_progress(True)  # main() may be called again in this process (tests, tools)
 
 
 if __name__ == "__main__":  # pragma: no cover

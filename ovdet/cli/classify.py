@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..defaults import DEFAULT_CLASSIFIER
 from ..files import write_json
-
-from .options import (ImageBatches, UsageError, add_image_options, add_vocabulary_options, config_overrides,
-                      read_vocabulary)
+from ..kit.images import ImageBatches
+from ..kit.parser import UsageError
+from ..kit.options import add_image_options, add_progress_option, add_vocabulary_options, config_overrides, read_vocabulary
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -16,7 +17,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                          description="Probability of each class name for each image (softmax over the classes).")
     add_image_options(clf)
     add_vocabulary_options(clf)
-    clf.add_argument("--model", "-m", default="clip-b32", help="CLIP preset, checkpoint folder or hub id (default: clip-b32)")
+    add_progress_option(clf)
+    clf.add_argument("--model", "-m", default=DEFAULT_CLASSIFIER,
+                     help=f"CLIP preset, checkpoint folder or hub id (default: {DEFAULT_CLASSIFIER})")
     clf.add_argument("--templates", help="prompt templates (set name, one template with {}, or a file)")
     clf.add_argument("--top-k", type=int, default=5, help="classes printed per image (default 5)")
     clf.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
-    batches = ImageBatches(args.images, cfg.batch_size)
+    batches = ImageBatches(args.images, cfg.batch_size, desc="classify")
     classifier = None
     results: list[dict] = []
     for paths, arrays in batches:

@@ -9,8 +9,10 @@ from typing import Any, Sequence
 
 from ..files import read_json, write_json
 from ..errors import Interrupted, OvdetError
-from .options import (ImageBatches, LazyDetector, add_image_options, add_model_options, add_run_options,
-                      add_vocabulary_options, config_overrides, output_name, read_vocabulary, run_dir_for, saved_to)
+from ..kit.images import ImageBatches, LazyDetector, output_name
+from ..kit.options import (add_image_options, add_model_options, add_progress_option, add_vocabulary_options,
+                           config_overrides, read_vocabulary)
+from ..kit.runs import add_run_options, run_dir_for, saved_to
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -25,6 +27,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     det.add_argument("--json", dest="json_path", help="write results as JSON to this file ('-' = stdout) "
                      "(instead of the run folder)")
     det.add_argument("--no-save", action="store_true", help="only print the detections; write no files")
+    add_progress_option(det)
     add_run_options(det, "detect")
     return det
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
     # the model loads once the first image's header has been read: bad images fail fast
     lazy = LazyDetector(cfg)
-    batches = ImageBatches(args.images, cfg.batch_size, loader=lazy.load)
+    batches = ImageBatches(args.images, cfg.batch_size, loader=lazy.load, desc="detect")
     boxes = dict(zip(batches.paths, load_boxes(args.boxes, batches.paths))) if args.boxes else None
     explicit = args.out is not None or args.json_path is not None
     save_dir = args.out

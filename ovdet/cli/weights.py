@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from ..errors import EXIT_OK
-from .options import Parser
+from ..kit.parser import Parser
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import EXIT_OK, EXIT_PARTIAL, ImageReadError, OvdetError
 from . import PROTOCOLS
 
-DEFAULT_MODEL = "owlv2-b16"
+from ..defaults import DEFAULT_DETECTOR as DEFAULT_MODEL
 # AP rewards ranking many candidates, so evaluation keeps nearly all scores instead of the
 # preset's display threshold; the per-image cap (--max-det) is what bounds the output.
 EVAL_THRESHOLD = 0.001
@@ -43,7 +43,9 @@ class EvalUsageError(OvdetError, ValueError):
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `eval` subcommand to an argparse subparsers object; returns its parser."""
-    from ..cli.options import add_run_options, whole_number
+    from ..kit.options import add_progress_option
+    from ..kit.runs import add_run_options
+    from ..kit.parser import whole_number
 
     p = subparsers.add_parser(
         "eval", parents=[common], help="measure AP on COCO, LVIS or OV-COCO",
@@ -80,7 +82,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                              "unfinished run folder runs/eval/<name><N>)")
     resume.add_argument("--overwrite", action="store_true",
                         help="start over where <results-out>.partial.jsonl holds an unfinished run (deletes it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.add_argument("--one-shot", action="store_true",
                    help="one-shot detection (coco protocol): each class is queried by one exemplar box drawn from "
                         "another annotated image instead of by its name")
@@ -91,22 +93,15 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """The model flags of `ovdet detect` (one definition in ovdet.cli.options, so both commands stay in
+    """The model flags of `ovdet detect` (one definition in ovdet.kit.options, so both commands stay in
     step), with evaluation's own defaults for --model, --threshold and --max-det."""
-    from ..cli.options import add_model_options
+    from ..kit.options import add_model_options
 
-    known = {action.dest for action in p._actions}
-    add_model_options(p)
-    model_dests = tuple(action.dest for action in p._actions if action.dest not in known)
-    for action in p._actions:
-        if action.dest == "model":
-            action.default = None  # None = not given, so --results can refuse it
-            action.help = f"preset, YAML config, checkpoint folder or hub id (default: {DEFAULT_MODEL})"
-        elif action.dest == "threshold":
-            action.help = f"score cut in [0, 1] (default for evaluation: {EVAL_THRESHOLD}, not the preset's)"
-        elif action.dest == "max_det":
-            action.help = "most detections per image (default: 100 for coco/ov-coco, 300 for lvis)"
-    p.set_defaults(eval_model_options=model_dests)
+    dests = add_model_options(  # --model None = not given, so --results can refuse it
+        p, default_model=None,
+        threshold_help=f"score cut in [0, 1] (default for evaluation: {EVAL_THRESHOLD}, not the preset's)",
+        max_det_help="most detections per image (default: 100 for coco/ov-coco, 300 for lvis)")
+    p.set_defaults(eval_model_options=dests)  # a value of its own, not a changed flag default
 
 
 def _check_options(args: argparse.Namespace, protocol: str) -> None:
@@ -130,26 +125,11 @@ def _check_options(args: argparse.Namespace, protocol: str) -> None:
             raise EvalUsageError(f"--one-shot draws its own exemplars: drop --{clash.replace('_', '-')}")
 
 
-class RunFolder:
-    """The run folder runs/eval/<name><N>, made on first use (a run that fails its checks
-    leaves no empty folder behind)."""
-
-    def __init__(self, args: argparse.Namespace, path: Path | None = None):
-        self.args, self.path = args, path
-
-    def get(self) -> Path:
-        from ..cli.options import run_dir_for
-
-        if self.path is None:
-            self.path = run_dir_for(self.args)
-        return self.path
-
-
-def _results_out(args: argparse.Namespace, folder: RunFolder) -> Path:
+def _results_out(args: argparse.Namespace, folder) -> Path:
     """Where this run's results go: --results-out; with --resume, the latest run folder with an
     unfinished run; otherwise results.json in a new run folder."""
-    from ..cli.options import run_dirs
-    from .runner import partial_path, unfinished_run_message
+    from ..kit.runs import run_dirs
+    from .partial import partial_path, unfinished_run_message
 
     if args.results_out is not None:
         if partial_path(args.results_out).is_file() and not (args.resume or args.overwrite):
@@ -175,8 +155,8 @@ def _categories(dataset, protocol: str) -> list[dict]:
     return list(dataset.categories)
 
 
-def _run_model(args: argparse.Namespace, dataset, protocol: str, folder: RunFolder):
-    from ..cli.options import config_overrides
+def _run_model(args: argparse.Namespace, dataset, protocol: str, folder):
+    from ..kit.options import config_overrides
     from ..detector import Detector, resolve_config
     from ..text import validate_vocabulary
     from .runner import run_detector, vocabulary
@@ -210,8 +190,8 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str, folder: RunFold
     config = resolve_config(model, device=args.device, **overrides)
     if args.exist_ok and args.results_out is None and not (args.resume or args.overwrite):
         # a reused run folder may hold an unfinished run: refuse before loading a model
-        from ..cli.options import RUNS_ROOT
-        from .runner import partial_path, unfinished_run_message
+        from ..kit.runs import RUNS_ROOT
+        from .partial import partial_path, unfinished_run_message
 
         existing = (args.project or RUNS_ROOT / "eval") / args.name / RESULTS_NAME
         if partial_path(existing).is_file():
@@ -241,7 +221,7 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str, folder: RunFold
 def _category_examples(args: argparse.Namespace, classes: list[str]) -> list:
     """--example / --examples for evaluation: each must name an evaluated category, whose text
     prompt it joins (`example_weight`); read now, before a model loads."""
-    from ..cli.options import read_examples
+    from ..kit.options import read_examples
     from ..exemplars import check_examples
 
     examples = read_examples(args)
@@ -270,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
         check_lvis(dataset)
     elif protocol == "ov-coco":
         check_split(dataset, load_split())
+
+    from ..kit.runs import RunFolder
 
     folder = RunFolder(args)
     if args.results is not None:
@@ -307,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plots is not None:
         print(f"ovdet: precision-recall plot in {plot_pr(evaluation, args.plots)}", file=sys.stderr)
     if folder.path is not None:
-        from ..cli.options import saved_to
+        from ..kit.runs import saved_to
 
         print(saved_to(folder.path), file=sys.stderr)
     return EXIT_PARTIAL if skipped else EXIT_OK

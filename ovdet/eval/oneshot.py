@@ -17,7 +17,8 @@ from typing import Sequence
 
 from ..exemplars import Example
 from .dataset import Dataset
-from .runner import image_path, prompt_name
+from .categories import prompt_name
+from .runner import image_path
 
 # boxes narrower or shorter than this (pixels) show too little of the object to be a query
 MIN_EXEMPLAR_SIDE = 8.0

@@ -13,125 +13,27 @@ The final results file is written atomically and then the partial file is remove
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-from tqdm import tqdm
+from typing import Sequence
 
 from ..adapters import to_coco_results
-from ..errors import ImageReadError, Interrupted, OvdetError
-from ..exemplars import resolve_vocabulary, vocabulary_record
-from ..files import read_json, write_json
+from ..errors import ImageReadError, Interrupted, ResumeError
+from ..exemplars import resolve_vocabulary
+from ..files import write_json
 from ..io import read_image
+from ..kit.resume import check_resume_flags, nothing_to_resume
+from ..progress import progress_bar, write_line
 from .dataset import Dataset
+from .partial import partial_path, read_partial, run_header, start_partial, unfinished_run_message
+from .categories import ClassesFileError, prompt_name, vocabulary
 
-PARTIAL_FORMAT = "ovdet-eval-partial/1"
+__all__ = ["ClassesFileError", "ResumeError", "RunOutcome", "image_path", "partial_path", "prompt_name",
+           "run_detector", "unfinished_run_message", "vocabulary"]
 SHOWN_SKIPS = 5  # skipped images named one by one; the rest are only counted
-# detector settings that do not change which boxes come out
-_RUN_ONLY_FIELDS = {"device", "batch_size", "description", "name", "cache_text"}
-
-
-class ResumeError(OvdetError, ValueError):
-    """A partial results file cannot be continued with the current settings."""
-
-
-class ClassesFileError(OvdetError, ValueError):
-    """A --classes-from file does not name every evaluated category."""
-
-
-def partial_path(results_out: str | Path) -> Path:
-    """Where a run streams finished images: `results.json` -> `results.json.partial.jsonl`."""
-    results_out = Path(results_out)
-    return results_out.with_name(results_out.name + ".partial.jsonl")
-
-
-def unfinished_run_message(partial: Path) -> str:
-    """The refusal when a run would replace an unfinished one: it names both ways out."""
-    try:
-        with open(partial, encoding="utf-8") as fh:
-            finished = max(sum(1 for _ in fh) - 1, 0)  # the first line is the header
-    except OSError:
-        finished = 0
-    return (f"{partial} holds an unfinished run ({finished} image(s) done): --resume continues it, "
-            "--overwrite starts over and deletes it")
-
-
-def prompt_name(name: str) -> str:
-    """A category name as text for the model: LVIS writes "traffic_light" for "traffic light"."""
-    return " ".join(name.replace("_", " ").split())
-
-
-def _check_same_dataset(path: Path, categories: Sequence[dict], names: Sequence[str]) -> None:
-    """Another dataset's annotations share ids but not meanings (LVIS id 1 is "aerosol can",
-    COCO's is "person"): names taken by id from an annotation file that renames most of the
-    evaluated categories would score the model on the wrong classes, silently."""
-    def norm(name: str) -> str:
-        return prompt_name(name).casefold()
-
-    renamed = [(c, n) for c, n in zip(categories, names) if norm(c["name"]) != norm(n)]
-    if 2 * len(renamed) > len(categories):
-        cat, name = renamed[0]
-        raise ClassesFileError(
-            f"{path} renames {len(renamed)} of {len(categories)} categories by id (id {cat['id']}: "
-            f"{cat['name']!r} -> {name!r}): it looks like another dataset's annotations; to rename "
-            "on purpose, pass an {id: name} JSON or a text file"
-        )
-
-
-def vocabulary(categories: Sequence[dict], classes_from: str | Path | None = None) -> list[str]:
-    """Class names for the evaluated categories (dicts with "id" and "name", sorted by id).
-
-    `classes_from` replaces the dataset's names:
-      - a JSON annotation file (COCO/LVIS): its category names, matched by id (an error when
-        it renames most categories: another dataset's file, whose ids mean other things);
-      - a JSON object {"<id>": "name"} or a JSON list of names (one per category, by id order);
-      - a text file: one name per line, in ascending category-id order.
-    """
-    if classes_from is None:
-        return [prompt_name(cat["name"]) for cat in categories]
-    path = Path(classes_from)
-    if path.suffix.lower() == ".json":
-        raw = read_json(path, "classes file", error=ClassesFileError)
-        annotations = isinstance(raw, dict) and isinstance(raw.get("categories"), list)
-        if annotations:
-            by_id = {c.get("id"): c.get("name") for c in raw["categories"] if isinstance(c, dict)}
-        elif isinstance(raw, dict):
-            by_id = {}
-            for key, value in raw.items():
-                try:
-                    by_id[int(key)] = value
-                except ValueError:
-                    raise ClassesFileError(f"{path}: keys must be category ids, got {key!r}") from None
-        elif isinstance(raw, list):
-            names = raw
-            by_id = None
-        else:
-            raise ClassesFileError(f"{path}: expected annotations, an {{id: name}} object or a list of names")
-        if by_id is not None:
-            names = []
-            for cat in categories:
-                if not isinstance(by_id.get(cat["id"]), str):
-                    raise ClassesFileError(f"{path} has no name for category id {cat['id']} ({cat['name']!r})")
-                names.append(by_id[cat["id"]])
-        if annotations:
-            _check_same_dataset(path, categories, names)
-    else:
-        from ..text import load_vocabulary  # the same text format as every other command
-
-        names = load_vocabulary(path)
-    if len(names) != len(categories) or not all(isinstance(n, str) for n in names):
-        raise ClassesFileError(
-            f"{path} gives {len(names)} name(s) for {len(categories)} categories: "
-            "list one name per category, in id order"
-        )
-    return [prompt_name(n) for n in names]
 
 
 @dataclass
@@ -160,68 +62,6 @@ class RunOutcome:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _fingerprint(values: Sequence[Any]) -> str:
-    return hashlib.sha1(json.dumps(list(values)).encode("utf-8")).hexdigest()
-
-
-def run_header(detector, dataset: Dataset, classes, category_ids: Sequence[int], threshold) -> dict:
-    """Everything that decides the detections, so that a resume with other settings is refused.
-    (`classes`: a vocabulary, or a per-image one with a `record()`, see `run_detector`.)"""
-    config = {k: v for k, v in dataclasses.asdict(detector.config).items() if k not in _RUN_ONLY_FIELDS}
-    header = {
-        "format": PARTIAL_FORMAT,
-        "annotations": str(dataset.path.resolve()),
-        "detector": config,
-        "threshold": threshold,
-        "vocabulary": _fingerprint(classes.record() if callable(classes) else vocabulary_record(classes)),
-        "category_ids": _fingerprint(category_ids),
-    }
-    return json.loads(json.dumps(header))  # the form it takes after a round trip through the file
-
-
-def _read_partial(path: Path, header: dict) -> dict[int, list[dict]] | None:
-    """Finished images of an earlier run: {image_id: results}; None if the file has no header.
-
-    A run killed while writing leaves an incomplete last line: it is cut off (the file is
-    truncated to the last complete line) and that image is computed again.
-    """
-    blob = path.read_bytes()
-    good_end = 0
-    done: dict[int, list[dict]] = {}
-    stored = None
-    for line in blob.split(b"\n")[:-1]:  # the piece after the last newline is incomplete
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        if stored is None:
-            if not isinstance(record, dict) or record.get("format") != PARTIAL_FORMAT:
-                return None
-            stored = record
-        elif isinstance(record, dict) and "image_id" in record and isinstance(record.get("results"), list):
-            done[record["image_id"]] = record["results"]
-        else:
-            break
-        good_end += len(line) + 1
-    if stored is None:
-        return None
-    if stored != header:
-        changed = [k for k in header if stored.get(k) != header.get(k)]
-        if "detector" in changed:
-            old, new = stored.get("detector") or {}, header["detector"]
-            changed = [f"detector.{k}" for k in new if old.get(k) != new.get(k)] + [
-                c for c in changed if c != "detector"
-            ]
-        raise ResumeError(
-            f"cannot resume from {path}: it was written with other settings ({', '.join(changed)}); "
-            "drop --resume to start over"
-        )
-    if good_end < len(blob):
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-    return done
-
-
 def image_path(images_dir: Path, image: dict) -> Path:
     """Where an annotated image is in `images_dir` (its file name, or the name's last part)."""
     name = Dataset.file_name(image)
@@ -231,7 +71,7 @@ def image_path(images_dir: Path, image: dict) -> Path:
     return path
 
 
-def _detect_by_vocabulary(detector, arrays: list, vocabularies: list, threshold) -> list:
+def detect_by_vocabulary(detector, arrays: list, vocabularies: list, threshold) -> list:
     """Detections per image, one `detect_batch` call per distinct vocabulary object."""
     groups: dict[int, list[int]] = {}
     for i, vocab in enumerate(vocabularies):
@@ -259,6 +99,7 @@ def run_detector(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    desc: str = "eval",
 ) -> RunOutcome:
     """Detect `classes` on the first `limit` images of `dataset` and write COCO results.
 
@@ -274,7 +115,8 @@ def run_detector(
         resume: continue `<results_out>.partial.jsonl` if present (else start from the first image).
         overwrite: start over even if `<results_out>.partial.jsonl` holds an unfinished run
             (that run is deleted). Without `resume` or `overwrite` such a file is an error:
-            finished work is never discarded silently.
+            finished work is never discarded silently (the protocol of `ovdet.kit.resume`).
+        desc: the progress bar's label (the command: eval, calibrate).
     Raises:
         ImageReadError: none of the selected images is in `images_dir`.
         ResumeError: the partial file was made with other settings, or exists and neither
@@ -293,11 +135,12 @@ def run_detector(
     partial = partial_path(results_out)
     partial.parent.mkdir(parents=True, exist_ok=True)
 
+    check_resume_flags(resume, overwrite)
     done: dict[int, list[dict]] | None = None
     if resume and partial.is_file():
-        done = _read_partial(partial, header)
+        done = read_partial(partial, header)
     elif resume:
-        tqdm.write(f"ovdet: nothing to resume ({partial} not found); starting from the first image", file=sys.stderr)
+        write_line(nothing_to_resume(partial))
     elif partial.is_file() and not overwrite:
         raise ResumeError(unfinished_run_message(partial))
     fresh = done is None
@@ -322,21 +165,19 @@ def run_detector(
         )
 
     if fresh:
-        with open(partial, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(header) + "\n")
+        start_partial(partial, header)
 
     def note_skip(path: Path, reason: str) -> None:
         skipped[str(path)] = reason
         if len(skipped) <= SHOWN_SKIPS:
-            tqdm.write(f"ovdet: skipping {path}: {reason}", file=sys.stderr)
+            write_line(f"ovdet: skipping {path}: {reason}")
 
     for path, reason in list(skipped.items())[:SHOWN_SKIPS]:
-        tqdm.write(f"ovdet: skipping {path}: {reason}", file=sys.stderr)
+        write_line(f"ovdet: skipping {path}: {reason}")
 
     size = batch_size or detector.config.batch_size
     reduce = detector.decode_size if detector.config.reduced_decode else None
-    bar = tqdm(total=len(selection), initial=resumed + len(skipped), unit="img", desc="eval", file=sys.stderr,
-               dynamic_ncols=True, disable=not progress)
+    bar = progress_bar(total=len(selection), initial=resumed + len(skipped), desc=desc, unit="img", enabled=progress)
     start = time.perf_counter()
     computed = 0
     try:
@@ -353,7 +194,7 @@ def run_detector(
                         bar.update(1)
                 if not arrays:
                     continue
-                dets = _detect_by_vocabulary(detector, arrays, [vocabulary_for(im) for im in batch_images], threshold)
+                dets = detect_by_vocabulary(detector, arrays, [vocabulary_for(im) for im in batch_images], threshold)
                 lines = []
                 for image, det in zip(batch_images, dets):
                     entries = to_coco_results(det, image["id"], category_ids)
@@ -371,8 +212,7 @@ def run_detector(
     bar.close()
     seconds = time.perf_counter() - start
     if len(skipped) > SHOWN_SKIPS:
-        tqdm.write(f"ovdet: {len(skipped)} image(s) skipped in all ({len(skipped) - SHOWN_SKIPS} not named above)",
-                   file=sys.stderr)
+        write_line(f"ovdet: {len(skipped)} image(s) skipped in all ({len(skipped) - SHOWN_SKIPS} not named above)")
 
     order = [img["id"] for img in selection if img["id"] in done]
     if not order:  # scoring zero images would make pycocotools fall back to all of them

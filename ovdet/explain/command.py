@@ -15,12 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..defaults import DEFAULT_CLASSIFIER
 from ..errors import ConfigError, OvdetError
 from ..structures import Detections
 
 
 def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli.options import add_image_options, add_run_options, add_vocabulary_options
+    from ..kit.options import add_image_options, add_progress_option, add_vocabulary_options
+    from ..kit.runs import add_run_options
     from . import METHODS
 
     p = subparsers.add_parser(
@@ -31,8 +33,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                     "CLIP ResNets are not supported.")
     add_image_options(p)
     add_vocabulary_options(p)
-    p.add_argument("--model", "-m", default="clip-b32",
-                   help="CLIP ViT preset, checkpoint folder or hub id (default: clip-b32); runs in fp32")
+    p.add_argument("--model", "-m", default=DEFAULT_CLASSIFIER,
+                   help=f"CLIP ViT preset, checkpoint folder or hub id (default: {DEFAULT_CLASSIFIER}); runs in fp32")
     p.add_argument("--method", choices=METHODS, default="gradcam", help="gradcam (default) or rollout")
     p.add_argument("--templates", help="prompt templates (set name, one template with {}, or a file)")
     p.add_argument("--out", type=Path, help="output folder (default: a new run folder runs/explain/exp<N>)")
@@ -44,6 +46,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--threshold", "-t", type=float, help="score cut for --detect-model (default: its preset's)")
     p.add_argument("--max-det", type=int, help="most detections mapped per image with --detect-model")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    add_progress_option(p)
     add_run_options(p, "explain")
     return p
 
@@ -117,7 +120,9 @@ def _save_map(relevance: np.ndarray, image: np.ndarray, png: Path, dets=None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli.options import ImageBatches, read_vocabulary, run_dir_for, saved_to
+    from ..kit.images import ImageBatches
+    from ..kit.options import read_vocabulary
+    from ..kit.runs import run_dir_for, saved_to
     from ..detector import Detector, resolve_config
     from . import NOT_A_CLIP_VIT
     from .maps import Explainer
@@ -134,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     given = None
     if args.detections_from is not None:
         given = _detections_file(args.detections_from, list(expand_image_args(args.images)))
-    batches = ImageBatches(args.images, 1)
+    batches = ImageBatches(args.images, 1, desc="explain")
     explainer, detector = None, None
     slugs = _slugs(names)
     out = args.out

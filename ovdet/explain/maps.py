@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..defaults import DEFAULT_CLASSIFIER
 from ..backends.clip_regions import pad_to_square, square_crops, square_geometry  # noqa: F401 (re-exported)
 from ..cache import TextEmbeddingCache
 from ..clip import ClipModel
@@ -155,7 +156,7 @@ class Explainer:
         return cls(clip, resolve_templates(config.templates), cache)
 
     @classmethod
-    def from_pretrained(cls, model: str | Path = "clip-b32", device: str | None = None, **overrides: Any) -> "Explainer":
+    def from_pretrained(cls, model: str | Path = DEFAULT_CLASSIFIER, device: str | None = None, **overrides: Any) -> "Explainer":
         """A CLIP preset (clip-b32, clip-b16, clip-l14...), CLIP checkpoint folder or hub id, or
         a YAML config; overrides as for `Detector.from_pretrained` (precision is ignored: fp32)."""
         from ..detector import resolve_config
@@ -293,7 +294,7 @@ class Explainer:
         return self.explain_boxes(image, dets.xyxy.tolist(), list(dets.labels), method)
 
 
-def explain(image: Any, text: str, model: str | Path | Explainer | ClipModel = "clip-b32", method: str = "gradcam",
+def explain(image: Any, text: str, model: str | Path | Explainer | ClipModel = DEFAULT_CLASSIFIER, method: str = "gradcam",
             device: str | None = None, **overrides: Any) -> np.ndarray:
     """Relevance map of `text` (a class name, put through the model's prompt templates) over
     `image`: (H, W) float32 in [0, 1], the image's size.

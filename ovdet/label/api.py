@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import ImageReadError, OvdetError
+from ..defaults import DEFAULT_DETECTOR
+from ..errors import ImageReadError, Interrupted, OvdetError
 from ..files import write_json
+from ..kit.resume import as_stored, check_resume_flags, detector_settings, nothing_to_resume
+from ..progress import progress_bar
 from .dataset import build_images, parse_split
 from .exporters import FORMATS, export, parse_formats
 from .ontology import Ontology
@@ -33,8 +35,6 @@ from .sources import expand_sources
 from .work import LabelWork, chunks
 
 ENGINES = ("local", "ray")
-# detector settings that do not change which boxes come out (batch size is fixed by the chunks)
-_RUN_ONLY_FIELDS = ("device", "batch_size", "description", "name", "cache_text", "compile")
 # what a finished or interrupted run leaves in DIR; --overwrite removes exactly these
 OUTPUTS = (STATE_DIR, "report.json", "review.jpg", *FORMATS, *(f".{f}.partial" for f in FORMATS))
 
@@ -52,16 +52,16 @@ def _fingerprint(values: Sequence[str]) -> str:
 
 
 def manifest(config, onto: Ontology, paths: Sequence[str], chunk_size: int) -> dict:
-    detector = {k: v for k, v in dataclasses.asdict(config).items() if k not in _RUN_ONLY_FIELDS}
-    payload = {"format": MANIFEST_FORMAT, "ontology": onto.to_dict(), "detector": detector,
+    """The run manifest (`ovdet.kit.resume`): what decides the annotations (the batch size is
+    fixed by the chunks)."""
+    payload = {"format": MANIFEST_FORMAT, "ontology": onto.to_dict(), "detector": detector_settings(config),
                "images": {"count": len(paths), "sha1": _fingerprint(paths)}, "chunk_size": int(chunk_size)}
-    return json.loads(json.dumps(payload))  # as read back from the file
+    return as_stored(payload)
 
 
 def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to write into a non-empty folder by accident; --overwrite clears ovdet's outputs."""
-    if resume and overwrite:
-        raise LabelUsageError("--resume and --overwrite exclude each other: continue the run, or start over")
+    check_resume_flags(resume, overwrite)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is a file, not a folder")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -79,13 +79,6 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
                                 "use another --out or --overwrite")
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="img", desc="label", file=sys.stderr, dynamic_ncols=True,
-                disable=not enabled, smoothing=0.1)
-
-
 def label(
     sources: str | Path | Sequence[str | Path],
     ontology: Ontology | Mapping | str | Path | Sequence[str],
@@ -93,7 +86,7 @@ def label(
     formats: str | Sequence[str] = ("coco", "yolo"),
     engine: str = "local",
     *,
-    model: str | Path = "owlv2-b16",
+    model: str | Path = DEFAULT_DETECTOR,
     split: str | Mapping[str, float] | None = None,
     seed: int = 0,
     resume: bool = False,
@@ -106,6 +99,7 @@ def label(
     ray_address: str | None = None,
     labelstudio_root: str = "/",
     progress: bool = True,
+    quiet_engine: bool = True,
     device: str | None = None,
     detector: Any = None,
     **overrides: Any,
@@ -125,6 +119,8 @@ def label(
         split: "train=0.8,val=0.2" or {"train": 0.8, "val": 0.2}; default all train.
         seed: the split's random seed (the split depends only on it and the image set).
         review: draw this many random annotated images into DIR/review.jpg.
+        progress: show a progress bar (on a terminal); quiet_engine: keep Ray's own log lines
+            out of the terminal (the CLI shows them with --debug).
         detector: a ready `Detector` (or anything with `config` and `detect_batch`) for the
             local engine; `model`, `device` and the overrides are then ignored.
     Returns:
@@ -183,12 +179,13 @@ def label(
         work.load()
     if not resuming:
         if resume:
-            print(f"ovdet: nothing to resume in {out}; starting from the first image", file=sys.stderr)
+            print(nothing_to_resume(out), file=sys.stderr)
         store.start(wanted)
     resumed = sum(len(r) for r in done.values())
 
     # -- run the engine on what is left -----------------------------------------------------------
-    bar = _progress(len(paths), resumed, progress and len(paths) > 1)
+    bar = progress_bar(total=len(paths), initial=resumed, desc="label", unit="img", enabled=progress and len(paths) > 1,
+                       smoothing=0.1)
     computed = 0
 
     def finish_chunk(k: int, records: list[dict]) -> None:
@@ -212,12 +209,12 @@ def label(
 
             workers_seen = sorted(run_ray(config, onto.to_dict(), todo, finish_chunk, workers=workers,
                                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-                                          address=ray_address))
+                                          address=ray_address, quiet=quiet_engine))
     except KeyboardInterrupt:
         bar.close()
-        print(f"ovdet: interrupted; {len(done)} of {len(all_chunks)} chunk(s) are saved in {store.root}: "
-              "rerun with --resume to continue", file=sys.stderr)
-        raise
+        # the CLI prints this message, once (a bare KeyboardInterrupt would add a second "interrupted")
+        raise Interrupted(f"interrupted; {len(done)} of {len(all_chunks)} chunk(s) are saved in {store.root}: "
+                          "rerun with --resume to continue") from None
     bar.close()
     seconds = time.perf_counter() - started
 

@@ -1,6 +1,7 @@
 """`ovdet label`: SOURCE... -> a training dataset in --out (COCO, YOLO, VOC, Label Studio).
 
     ovdet label photos/ --out dataset/ --classes "car,person" --format coco,yolo --split train=0.8,val=0.2
+    ovdet label photos/ --classes car                   (without --out: a run folder runs/label/exp<N>)
     ovdet label bucket.txt --out dataset/ --ontology ontology.yaml --engine ray --workers 4 --gpus-per-worker 1
 
 Exit codes: 0 done; 1 some images were unreadable (listed in report.json); 2 user error.
@@ -12,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli.options import add_model_options, config_overrides
+from ..kit.options import add_model_options, add_progress_option, config_overrides
+from ..kit.runs import RunFolder, add_run_options, run_dirs, saved_to
 from ..errors import EXIT_OK, EXIT_PARTIAL
 
 EXAMPLES = """examples:
@@ -33,7 +35,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="image files, folders (recursive), glob patterns, or .txt files listing paths")
-    p.add_argument("--out", "-o", type=Path, required=True, help="output folder (must be empty unless --resume/--overwrite)")
+    p.add_argument("--out", "-o", type=Path,
+                   help="output folder (must be empty unless --resume/--overwrite; default: a new run folder "
+                        "runs/label/exp<N>, with --resume the latest one holding a run)")
     vocab = p.add_mutually_exclusive_group(required=True)
     vocab.add_argument("--classes", "-c", help='comma-separated class names, each its own prompt: "car,person"')
     vocab.add_argument("--ontology", type=Path,
@@ -56,8 +60,24 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                      help="CPUs per Ray actor, also its torch threads on CPU (default 1)")
     ray.add_argument("--ray-address", metavar="ADDR",
                      help="join a Ray cluster: auto, ray://head:10001 (default: $RAY_ADDRESS, else a local Ray)")
+    add_progress_option(p)
     add_model_options(p)
+    add_run_options(p, "label")
     return p
+
+
+def _out(args: argparse.Namespace) -> tuple[Path, bool]:
+    """--out, else a run folder: with --resume the latest one holding a label run, else a new
+    one. Returns (folder, whether it is a run folder)."""
+    from .shards import ShardStore
+
+    if args.out is not None:
+        return args.out, False
+    if args.resume:
+        runs = [d for d in run_dirs("label", args.name, args.project) if ShardStore(d).exists()]
+        if runs:
+            return runs[-1], True
+    return RunFolder(args).get(), True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,13 +91,17 @@ def run(args: argparse.Namespace) -> int:
     split = parse_split(args.split)
     from .api import label
 
-    report = label(args.sources, onto, args.out, formats=formats, engine=args.engine, model=args.model,
+    out, is_run_folder = _out(args)
+    report = label(args.sources, onto, out, formats=formats, engine=args.engine, model=args.model,
                    split=split, seed=args.seed, resume=args.resume, overwrite=args.overwrite, review=args.review,
                    copy_images=args.copy_images, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                    cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
-                   labelstudio_root=args.labelstudio_root, device=args.device, **config_overrides(args))
+                   labelstudio_root=args.labelstudio_root, device=args.device, progress=not args.no_progress,
+                   quiet_engine=not args.debug, **config_overrides(args))
     per_class = ", ".join(f"{k} {v['boxes']}" for k, v in report["classes"].items())
     print(f"ovdet: {report['images']} image(s) labelled, {report['boxes']} box(es) ({per_class}), "
-          f"{report['skipped']} skipped; dataset in {args.out} ({', '.join(report['settings']['formats'])})",
+          f"{report['skipped']} skipped; dataset in {out} ({', '.join(report['settings']['formats'])})",
           file=sys.stderr)
+    if is_run_folder:
+        print(saved_to(out), file=sys.stderr)
     return EXIT_PARTIAL if report["skipped"] else EXIT_OK

@@ -101,19 +101,34 @@ def worker_env(joining: bool) -> dict[str, str]:
     return env
 
 
+def quiet_logging() -> dict:
+    """`ray.init` arguments that keep Ray's logging out of the terminal: its Python loggers at
+    ERROR, no forwarding of the workers' output to the driver, and the C++ core's log lines
+    (`E ... core_worker...`) at FATAL only (through its environment variable, set unless the
+    user chose a level)."""
+    import logging
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    return {"logging_level": logging.ERROR, "log_to_driver": False}
+
+
 def run_ray(config, ontology: dict, todo: Sequence[tuple[int, list[str]]], on_chunk: Callable[[int, list[dict]], None],
             workers: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
-            address: str | None = None) -> set[str]:
+            address: str | None = None, quiet: bool = True) -> set[str]:
     """Label `todo` [(chunk, paths)] on Ray; `on_chunk(chunk, records)` is called in the driver
-    as each chunk comes back (in completion order). Returns the ovdet locations the actors ran."""
+    as each chunk comes back (in completion order). Returns the ovdet locations the actors ran.
+    `quiet` (the CLI without --debug): Ray's own log lines stay out of the terminal, where
+    they would interleave with the progress bar (errors still end the run as exceptions)."""
     ray = import_ray()
     address = address or os.environ.get("RAY_ADDRESS") or None
     started = False
     if not ray.is_initialized():
+        logs = quiet_logging() if quiet else {}
         if address:
-            ray.init(address=address, runtime_env={"env_vars": worker_env(joining=True)})
+            ray.init(address=address, runtime_env={"env_vars": worker_env(joining=True)}, **logs)
         else:
-            ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env(joining=False)})
+            ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env(joining=False)},
+                     **logs)
         started = True
     workers_seen: set[str] = set()
     try:

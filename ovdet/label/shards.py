@@ -1,7 +1,8 @@
 """Finished work on disk: `DIR/.ovdet-label/` holds a manifest and one shard per chunk.
 
-    manifest.json          what decides the annotations (ontology, detector settings, image
-                           list, chunk size); a resume with other settings is refused
+    manifest.json          the run manifest of `ovdet.kit.resume`: what decides the annotations
+                           (ontology, detector settings, image list, chunk size); a resume with
+                           other settings is refused
     chunk-000012.jsonl     the records of chunk 12, one JSON line per image
 
 Each shard is written to a temporary file, flushed to disk and renamed into place: a shard on
@@ -14,25 +15,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
-from ..errors import OvdetError
+from ..errors import ResumeError
 from ..files import DataFileError, read_json, read_jsonl, write_json, write_jsonl
+from ..kit.resume import check_manifest
 
 STATE_DIR = ".ovdet-label"
 MANIFEST_FORMAT = "ovdet-label/2"  # 2: shards hold the Image records of ovdet.records
 _SHARD = re.compile(r"^chunk-(\d{6,})\.jsonl$")
-
-
-class ResumeError(OvdetError, ValueError):
-    """--resume with settings that differ from the interrupted run's."""
-
-
-def _describe_change(key: str, old: Any, new: Any) -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
-        return ", ".join(f"{key}.{k}" for k in keys)
-    return key
 
 
 class ShardStore:
@@ -72,13 +62,7 @@ class ShardStore:
             stored = read_json(self.manifest_path, "label manifest", expect=dict)
         except DataFileError as exc:
             raise ResumeError(f"cannot resume: {exc}; use --overwrite") from exc
-        if stored.get("format") != MANIFEST_FORMAT:
-            raise ResumeError(f"cannot resume: {self.manifest_path} was written by another ovdet version; use --overwrite")
-        if stored != manifest:
-            changed = [_describe_change(k, stored.get(k), manifest.get(k))
-                       for k in dict.fromkeys([*manifest, *stored]) if stored.get(k) != manifest.get(k)]
-            raise ResumeError(f"cannot resume in {self.root.parent}: the settings differ from the interrupted run's "
-                              f"({', '.join(changed)}); rerun with the same settings, or --overwrite to start over")
+        check_manifest(stored, manifest, self.root.parent)  # the protocol of ovdet.kit.resume
 
     def finished(self, expected: dict[int, list[str]]) -> dict[int, list[dict]]:
         """{chunk: records} of the shards on disk whose paths are exactly the chunk's.

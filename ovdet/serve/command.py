@@ -13,7 +13,8 @@ import os
 import socket
 import sys
 
-from ..cli.options import UsageError, add_model_options, config_overrides
+from ..kit.parser import UsageError
+from ..kit.options import add_model_options, config_overrides
 from ..errors import EXIT_OK, OvdetError, first_line
 
 

@@ -47,7 +47,9 @@ def _rate(text: str) -> float:
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `video` subcommand to `subparsers`; `common` is the parent parser (--debug)."""
-    from ..cli.options import add_model_options, add_run_options, add_vocabulary_options, whole_number
+    from ..kit.options import add_model_options, add_progress_option, add_vocabulary_options
+    from ..kit.runs import add_run_options
+    from ..kit.parser import whole_number
 
     p = subparsers.add_parser(
         "video", parents=[common], help="detect (and track) in videos, webcams and streams",
@@ -77,7 +79,7 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     p.add_argument("--queue", type=whole_number(1), metavar="N",
                    help="frames buffered between reading and detection (default: the batch size, at least 2); "
                         "a stop finishes these, a live source drops beyond them")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_progress_option(p)
     add_run_options(p, "video")
     return p
 
@@ -121,7 +123,8 @@ class _StopOnSignal:
 def run(args: argparse.Namespace) -> int:
     """Run `ovdet video` with parsed `args`; returns the exit code. User errors raise
     `OvdetError` (the CLI prints them in one line)."""
-    from ..cli.options import config_overrides, read_vocabulary, run_dir_for, saved_to
+    from ..kit.options import config_overrides, read_vocabulary
+    from ..kit.runs import run_dir_for, saved_to
     from ..detector import Detector, resolve_config
     from .reader import FrameReader, ReconnectPolicy
     from .stream import default_queue_size, stream
@@ -172,8 +175,7 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
     """Write every record to the outputs; close them whatever happens; print the summary (its
     frame rate counts from the first frame read; `warmup_s`, the model's warm-up, is reported
     beside it)."""
-    from tqdm import tqdm
-
+    from ..progress import progress_bar, write_line
     from ..records import frame_record
     from .errors import StreamLostError
     from ..draw import draw_bgr
@@ -184,8 +186,7 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
     outputs = {"video": None}  # created by the writer thread on the first frame
     n_frames = n_dets = 0
     lost: StreamLostError | None = None
-    bar = tqdm(total=info.frame_count or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
-               mininterval=0.5, disable=not progress)
+    bar = progress_bar(total=info.frame_count or None, desc="video", unit="frame", enabled=progress, mininterval=0.5)
 
     def write(rec: Any) -> None:  # on the writer thread: drawing and encoding overlap detection
         if out is not None:
@@ -212,7 +213,7 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
                     bar.set_postfix(dropped=frames.stats.dropped, refresh=False)
                 if stopper.received is not None and not announced:
                     announced = True
-                    tqdm.write("ovdet: stopping: finishing queued frames (again to abort)", file=sys.stderr)
+                    write_line("ovdet: stopping: finishing queued frames (again to abort)")
             if writer is not None:
                 writer.close()  # every queued frame written; an output error surfaces here
     except StreamLostError as exc:
