@@ -251,7 +251,8 @@ def _decode(source: Any, name: str, max_pixels: int, decode_size) -> LoadedImage
         reason = str(_reason(exc, source))
         raise ImageReadError(f"cannot read image {path}: {reason}", reason=reason) from exc
     except ImportError as exc:
-        raise ImageReadError(f"cannot read image {path}: {_reason(_unidentified(exc), source)}") from exc
+        reason = str(_reason(_unidentified(exc), source))
+        raise ImageReadError(f"cannot read image {path}: {reason}", reason=reason) from exc
 
 
 def _reason(exc: BaseException, source: Any) -> BaseException | str:

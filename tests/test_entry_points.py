@@ -9,11 +9,8 @@ opt-in `reduced_decode`, and applies alike to files, URLs and uploads.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import ovdet
 from ovdet import Detector
 from ovdet.adapters import to_coco_results, to_records
 from ovdet.cli.app import main
+from web import serve_folder
 
 CLASSES = ["cat", "person", "a red bus"]
 # fp32, every candidate through the same selection: equal inputs give bit-equal detections
@@ -73,19 +71,8 @@ def reference(detector, photos) -> dict:
 @pytest.fixture(scope="module")
 def url_base(photos):
     """http://127.0.0.1:PORT/ serving the photos' parent folder from a thread."""
-    root = photos["jpg"].parent.parent
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output clean
-        pass
+    with serve_folder(photos["jpg"].parent.parent) as base:
+        yield base
 
 
 def url_of(base: str, path: Path) -> str:

@@ -93,8 +93,10 @@ def test_exemplar_errors_are_one_line(tiny_owlvit, chelsea_path, tmp_path):
         (f"cat={bad}", "cannot read the image"),
         (f"cat={tmp_path / 'none.png'}", "cannot read the image"),
     ]:
-        proc = run_cli("detect", chelsea_path, "--example", flag, "--model", tiny_owlvit)
+        proc = run_cli("detect", chelsea_path, "--example", flag, "--model", tiny_owlvit, cwd=tmp_path)
         assert proc.returncode == 2 and expected in error_line(proc), proc.stderr
+        # a failed run leaves no empty numbered run folder behind (runs/detect/exp<N>)
+        assert not list((tmp_path / "runs").glob("*/exp*")), flag
         if "cannot read" in expected:  # the path is named once, not again in the reason
             assert error_line(proc).count(flag.split("=")[1].split(":")[0]) == 1, error_line(proc)
     proc = run_cli("detect", chelsea_path, "--model", tiny_owlvit)

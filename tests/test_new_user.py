@@ -5,18 +5,16 @@ single-class classification, and the tiny YOLO / composite presets offline."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
+from web import serve_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,14 +176,8 @@ def web(tmp_path, chelsea_path):
     site = tmp_path / "site"
     site.mkdir()
     shutil.copy(chelsea_path, site / "chelsea.jpg")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(site) as base:
+        yield base
 
 
 def test_detect_reads_http_images(tmp_path, web, tiny_owlv2, chelsea_path):
