@@ -32,6 +32,13 @@ def draw_bgr(image_rgb: np.ndarray, dets: Detections, in_place: bool = False) ->
         scene = _swap_channels_in_place(image_rgb)
     else:
         scene = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    return draw_on_bgr(scene, dets)
+
+
+def draw_on_bgr(scene: np.ndarray, dets: Detections) -> np.ndarray:
+    """Draw boxes and labels (as `draw_bgr`) into `scene`, an (H, W, 3) BGR uint8 image such as
+    a frame as OpenCV decoded it, in its own memory; returns it. For callers that hold the BGR
+    image already (video frames): no channel conversion at all."""
     if not len(dets):
         return scene
     labels = [f"{name} {score:.2f}" for name, score in zip(dets.labels, dets.scores.tolist())]

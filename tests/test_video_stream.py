@@ -56,6 +56,11 @@ def test_records_and_batches(two_objects_video, templates):
     assert r.detections.tracker_ids is None and r.detections.image_size == (144, 192)
     cat = r.detections[r.detections.class_ids == 0]
     assert np.abs(cat.xyxy[0] - true_box(5, CAT_START, CAT_STEP, (56, 40))).max() <= 1
+    # the frame as OpenCV decoded it rides along, so drawing needs no conversion back to BGR
+    assert r.frame_bgr is not None and np.array_equal(cv2.cvtColor(r.frame_bgr, cv2.COLOR_BGR2RGB), r.frame)
+    from ovdet.draw import draw_bgr, draw_on_bgr
+
+    assert np.array_equal(draw_on_bgr(r.frame_bgr.copy(), r.detections), draw_bgr(r.frame, r.detections))
 
 
 def test_stream_is_lazy():

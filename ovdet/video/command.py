@@ -178,7 +178,7 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
     from ..progress import progress_bar, write_line
     from ..records import frame_record
     from .errors import StreamLostError
-    from ..draw import draw_bgr
+    from ..draw import draw_bgr, draw_on_bgr
     from .pipeline import OutputThread
     from .writer import VideoFileWriter
 
@@ -193,7 +193,10 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
             if outputs["video"] is None:  # the first frame fixes the size (sources may not report it)
                 h, w = rec.frame.shape[:2]
                 outputs["video"] = VideoFileWriter(out, info.fps, (w, h))
-            outputs["video"].write_bgr(draw_bgr(rec.frame, rec.detections))
+            # the decoded BGR frame is drawn on as it is: no conversion back from RGB
+            drawn = draw_on_bgr(rec.frame_bgr, rec.detections) if rec.frame_bgr is not None else \
+                draw_bgr(rec.frame, rec.detections)
+            outputs["video"].write_bgr(drawn)
         if jsonl is not None:
             jsonl.write(frame_record(rec.index, rec.timestamp, rec.detections))
 

@@ -85,11 +85,15 @@ class RawFrame:
         timestamp: seconds; index / fps for files, wall-clock time since the first frame for
             live sources.
         image: (H, W, 3) RGB uint8.
+        bgr: the same frame as OpenCV decoded it, (H, W, 3) BGR uint8, when the source decodes
+            BGR (video files, cameras, streams): kept so that drawing and encoding the frame
+            need no conversion back; None for sources that decode RGB (frame folders).
     """
 
     index: int
     timestamp: float
     image: np.ndarray
+    bgr: np.ndarray | None = None
 
 
 def to_rgb(frame: Any) -> np.ndarray | None:

@@ -220,17 +220,24 @@ class FrameReader:
         finally:
             release(self._cap)
 
-    def _read_once(self, cap: Any) -> tuple[bool, np.ndarray | None]:
-        """(False, None) when the read failed (no frame, or the capture raised); (True, None)
-        when it returned something that is not an image; (True, RGB frame) otherwise."""
+    def _read_once(self, cap: Any) -> tuple[bool, np.ndarray | None, np.ndarray | None]:
+        """(False, None, None) when the read failed (no frame, or the capture raised); (True,
+        None, None) when it returned something that is not an image; (True, RGB frame, BGR
+        frame as decoded or None) otherwise."""
         try:
             ok, frame = cap.read()
         except Exception:  # noqa: BLE001 - cv2.error on a broken packet, OSError on a socket...
-            return False, None
+            return False, None, None
         if not ok:
-            return False, None
+            return False, None, None
         # captures that decode to RGB themselves (frame folders) need no conversion
-        return True, frame if getattr(cap, "frames_rgb", False) else to_rgb(frame)
+        if getattr(cap, "frames_rgb", False):
+            return True, frame, None
+        rgb = to_rgb(frame)
+        # the decoded 3-channel frame is kept for drawing, which writes into it (OpenCV's read()
+        # allocates a new array per frame); gray or BGRA frames are not BGR images
+        bgr = frame if rgb is not None and frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 else None
+        return True, rgb, bgr
 
     def _read_loop(self, cap: Any) -> None:
         info, stats = self.info, self.stats
@@ -241,7 +248,7 @@ class FrameReader:
         while not self._stopping.is_set():
             if self.max_frames is not None and stats.frames >= self.max_frames and not info.live:
                 return  # (live frames may still be dropped: the consumer side counts those)
-            ok, image = self._read_once(cap)
+            ok, image, bgr = self._read_once(cap)
             if ok and image is None:  # decoded to garbage: skip it
                 stats.corrupt += 1
                 index += 1
@@ -257,7 +264,7 @@ class FrameReader:
                     timestamp = now - t0
                 else:
                     timestamp = index / info.fps
-                self._put(RawFrame(index, timestamp, image))
+                self._put(RawFrame(index, timestamp, image, bgr))
                 index += 1
                 continue
             # the read failed

@@ -38,6 +38,9 @@ class FrameRecord:
             a detection not yet confirmed as a track).
         detected: True when the detector ran on this frame; False when the boxes were
             carried over from the last detector run (`every` > 1).
+        frame_bgr: the same frame as OpenCV decoded it, (H, W, 3) BGR uint8, for sources it
+            decodes (files, cameras, streams); None for frame folders. Drawing on it needs no
+            conversion back from `frame`.
     """
 
     index: int
@@ -45,6 +48,7 @@ class FrameRecord:
     frame: np.ndarray
     detections: Detections
     detected: bool
+    frame_bgr: np.ndarray | None = None  # the frame as OpenCV decoded it (BGR), when it did
 
 
 class FrameStream:
@@ -155,7 +159,7 @@ class FrameStream:
                 dets = self._tracker.carry(frame.index, (h, w))
             if not self._expose_ids and dets.tracker_ids is not None:
                 dets = with_fields(dets, tracker_ids=None)  # carried for `every`, not asked for
-            yield FrameRecord(frame.index, frame.timestamp, frame.image, dets, for_detector)
+            yield FrameRecord(frame.index, frame.timestamp, frame.image, dets, for_detector, frame.bgr)
 
     def _detect(self, images: list[np.ndarray]) -> list[Detections]:
         results = list(self.detector.detect_batch(images, self.classes))
