@@ -140,7 +140,9 @@ def test_classify_answers_what_the_library_answers(client, tiny_clip, chelsea_pa
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-5
 
 
-def test_model_health_metrics_and_docs(client):
+def test_model_health_metrics_and_docs(client, chelsea_path):
+    # one detection, so that the batch-size histogram has a sample whichever test ran before
+    assert post_image(client, chelsea_path, name="c.jpg", classes="cat").status_code == 200
     m = client.get("/v1/model").json()
     assert m["backend"] == "owl" and m["device"] == "cpu" and m["precision"] == "fp32"
     assert m["batching"] == "image_pass" and m["classify_model"] == "tiny-clip" and m["limits"]["max_batch"] == 8
