@@ -82,7 +82,9 @@ def test_detect_saves_to_numbered_run_folders_and_says_where(tmp_path, dataset, 
         start_cli(*args, cwd=tmp_path), start_cli(*args, "--name", "cats", cwd=tmp_path),
         start_cli(*args, "--json", tmp_path / "r.json", "--project", tmp_path / "elsewhere", cwd=tmp_path),
         start_cli(*args, "--no-save", cwd=tmp_path))
-    first, second, explicit, quiet = map(finish, (first, second, explicit, quiet))
+    second = finish(second)
+    third = start_cli(*args, "--name", "cats", cwd=tmp_path)
+    first, explicit, quiet, third = map(finish, (first, explicit, quiet, third))
     assert first.returncode == 0, first.stderr
     assert err_lines(first)[-1] == "ovdet: results saved to runs/detect/exp"
     folder = tmp_path / "runs" / "detect" / "exp"
@@ -92,7 +94,6 @@ def test_detect_saves_to_numbered_run_folders_and_says_where(tmp_path, dataset, 
     assert [Path(r["image"]).name for r in results] == ["000001.jpg", "000002.jpg"]
     assert "000001.jpg: " in first.stdout  # the readable list is still printed
     assert err_lines(second)[-1] == "ovdet: results saved to runs/detect/cats"
-    third = run_cli(*args, "--name", "cats", cwd=tmp_path)
     assert err_lines(third)[-1] == "ovdet: results saved to runs/detect/cats2"
     # explicit outputs are kept, and then no run folder appears
     assert explicit.returncode == 0 and (tmp_path / "r.json").is_file() and not (tmp_path / "elsewhere").exists()
@@ -146,16 +147,28 @@ INTERRUPTED_EVAL = textwrap.dedent("""
 """)
 
 
-def interrupted_eval(args, cwd):
+def start_interrupted_eval(args, cwd) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", INTERRUPTED_EVAL, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.Popen([sys.executable, "-c", INTERRUPTED_EVAL, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
 
 
-def test_eval_refuses_to_discard_an_unfinished_run(tmp_path, dataset, tiny_owlv2):
-    base = ["eval", "--images", dataset / "images" / "train2017", "--annotations", dataset / "ann.json",
-            "--model", tiny_owlv2, "--batch-size", "1", "--no-progress", "--results-out", tmp_path / "r.json"]
-    stopped = interrupted_eval(base, tmp_path)
+@pytest.fixture(scope="module")
+def interrupted_evals(tmp_path_factory, dataset, tiny_owlv2) -> dict:
+    """{"results-out": ..., "run-folder": ...}: (folder, eval args, finished interrupted run), the
+    first step of each of the two tests below, each in its own folder; the two runs start together."""
+    common = ["eval", "--images", dataset / "images" / "train2017", "--annotations", dataset / "ann.json",
+              "--model", tiny_owlv2, "--batch-size", "1", "--no-progress"]
+    started = {}
+    for kind in ("results-out", "run-folder"):
+        folder = tmp_path_factory.mktemp(kind)
+        base = [*common, "--results-out", folder / "r.json"] if kind == "results-out" else common
+        started[kind] = (folder, base, start_interrupted_eval(base, folder))
+    return {kind: (folder, base, finish(proc)) for kind, (folder, base, proc) in started.items()}
+
+
+def test_eval_refuses_to_discard_an_unfinished_run(interrupted_evals):
+    tmp_path, base, stopped = interrupted_evals["results-out"]
     assert stopped.returncode == 130
     # "interrupted" once, saying where the finished work is (7)
     assert [l for l in err_lines(stopped) if "interrupted" in l] == [
@@ -176,10 +189,9 @@ def test_eval_refuses_to_discard_an_unfinished_run(tmp_path, dataset, tiny_owlv2
     assert not partial.exists() and {r["image_id"] for r in json.loads((tmp_path / "r.json").read_text())} == {1, 2}
 
 
-def test_eval_resume_finds_the_unfinished_run_folder(tmp_path, dataset, tiny_owlv2):
-    base = ["eval", "--images", dataset / "images" / "train2017", "--annotations", dataset / "ann.json",
-            "--model", tiny_owlv2, "--batch-size", "1", "--no-progress"]
-    assert interrupted_eval(base, tmp_path).returncode == 130
+def test_eval_resume_finds_the_unfinished_run_folder(interrupted_evals):
+    tmp_path, base, stopped = interrupted_evals["run-folder"]
+    assert stopped.returncode == 130
     unfinished = tmp_path / "runs/eval/exp/results.json.partial.jsonl"
     assert unfinished.is_file()
     fresh = run_cli(*base, cwd=tmp_path)  # a new run goes to a new folder and leaves the old one
