@@ -12,13 +12,27 @@ import pytest
 from PIL import Image
 
 
-def run_cli(*args, cwd=None, env_extra=None):
+def start_cli(*args, cwd=None, env_extra=None) -> subprocess.Popen:
+    """`ovdet ARGS` started and left running: independent runs start together (each spends
+    seconds importing torch/transformers, which a second core overlaps), then `finish` each."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OVDET_WEIGHTS": "", **(env_extra or {})}
     env.pop("OVDET_WEIGHTS")
-    return subprocess.run(
-        [sys.executable, "-m", "ovdet", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )
+    return subprocess.Popen([sys.executable, "-m", "ovdet", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+
+
+def finish(proc: subprocess.Popen, timeout=300) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_cli(*args, cwd=None, env_extra=None):
+    return finish(start_cli(*args, cwd=cwd, env_extra=env_extra))
 
 
 def error_line(proc):
@@ -149,8 +163,10 @@ def test_weights_list_and_offline_download(tmp_path):
 
 def test_classify_end_to_end(tiny_clip, images, tmp_path):
     json_path = tmp_path / "c.json"
-    proc = run_cli("classify", images, "--classes", "cat,astronaut,rocket", "--model", tiny_clip,
-                   "--top-k", "2", "--json", json_path)
+    proc, printed = map(finish, (  # run together
+        start_cli("classify", images, "--classes", "cat,astronaut,rocket", "--model", tiny_clip,
+                  "--top-k", "2", "--json", json_path),
+        start_cli("classify", images / "chelsea.jpg", "--classes", "cat,dog", "--model", tiny_clip)))
     assert proc.returncode == 0, proc.stderr
     results = json.loads(json_path.read_text())
     assert len(results) == 3
@@ -160,7 +176,6 @@ def test_classify_end_to_end(tiny_clip, images, tmp_path):
         assert abs(sum(probs.values()) - 1) < 1e-4 and all(0 <= p <= 1 for p in probs.values())
         assert len(r["top"]) == 2 and r["top"][0]["probability"] >= r["top"][1]["probability"]
         assert r["top"][0]["class_name"] == max(probs, key=probs.get)
-    printed = run_cli("classify", images / "chelsea.jpg", "--classes", "cat,dog", "--model", tiny_clip)
     assert printed.returncode == 0 and printed.stdout.startswith(f"{images / 'chelsea.jpg'}: ")
 
 

@@ -17,7 +17,7 @@ from ovdet.eval.oneshot import one_shot_vocabulary
 from ovdet.eval.runner import run_detector
 from ovdet.exemplars import load_examples_file, parse_example
 
-from test_cli import error_line, run_cli
+from test_cli import error_line, finish, run_cli, start_cli
 
 
 @pytest.fixture(autouse=True)
@@ -63,24 +63,26 @@ def test_detect_with_examples_matches_the_api(tiny_owlvit, chelsea_path, astrona
     out = tmp_path / "r.json"
     yaml_file = tmp_path / "ex.yaml"
     yaml_file.write_text(f"face:\n  - image: {astronaut_path}\n    box: [150, 40, 350, 240]\n")
-    proc = run_cli("detect", chelsea_path, "--classes", "cat", "--example", f"cat={chelsea_path}:50,20,300,290",
-                   "--examples", yaml_file, "--model", tiny_owlvit, "--threshold", 0, "--nms-iou", 1,
-                   "--precision", "fp32", "--device", "cpu", "--max-det", 1000, "--example-weight", 0.25, "--templates", "{}",
-                   "--json", out)
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(out.read_text())[0]["detections"]
+    # both CLI runs start together, and the API's answer is computed here while they run
+    started = (start_cli("detect", chelsea_path, "--classes", "cat", "--example", f"cat={chelsea_path}:50,20,300,290",
+                         "--examples", yaml_file, "--model", tiny_owlvit, "--threshold", 0, "--nms-iou", 1,
+                         "--precision", "fp32", "--device", "cpu", "--max-det", 1000, "--example-weight", 0.25,
+                         "--templates", "{}", "--json", out),
+               start_cli("detect", chelsea_path, "--example", f"thing={astronaut_path}", "--model", tiny_owlvit,
+                         "--json", "-"))
     det = Detector.from_pretrained(str(tiny_owlvit), **{**EXACT, "templates": "{}", "max_detections": 1000},
                                    example_weight=0.25)
     want = det.detect(chelsea_path, ["cat", Example("cat", str(chelsea_path), (50, 20, 300, 290)),
                                      Example("face", str(astronaut_path), (150, 40, 350, 240))])
+    proc, alone = map(finish, started)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(out.read_text())[0]["detections"]
     assert {d["class_name"] for d in got} == {"cat", "face"}
     assert len(got) == len(want)
     np.testing.assert_allclose([d["score"] for d in got], want.scores, atol=1e-4)
     # exemplars alone are a vocabulary too
-    proc = run_cli("detect", chelsea_path, "--example", f"thing={astronaut_path}", "--model", tiny_owlvit,
-                   "--json", "-")
-    assert proc.returncode == 0, proc.stderr
-    assert {d["class_name"] for d in json.loads(proc.stdout)[0]["detections"]} <= {"thing"}
+    assert alone.returncode == 0, alone.stderr
+    assert {d["class_name"] for d in json.loads(alone.stdout)[0]["detections"]} <= {"thing"}
 
 
 def test_exemplar_errors_are_one_line(tiny_owlvit, chelsea_path, tmp_path):

@@ -19,13 +19,33 @@ from web import serve_folder
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, cwd, env_extra=None, timeout=300):
+def cli_env(env_extra=None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OVDET_WEIGHTS", "COLUMNS")}
     env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env_extra or {})})
     for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(proxy, None)  # the local test server is reached directly
-    return subprocess.run([sys.executable, "-m", "ovdet", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return env
+
+
+def start_cli(*args, cwd, env_extra=None) -> subprocess.Popen:
+    """`ovdet ARGS` started and left running: start independent runs together, then `finish` each.
+    Each start spends seconds importing torch/transformers, which a second core overlaps."""
+    return subprocess.Popen([sys.executable, "-m", "ovdet", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=cli_env(env_extra))
+
+
+def finish(proc: subprocess.Popen, timeout=300) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_cli(*args, cwd, env_extra=None, timeout=300):
+    return finish(start_cli(*args, cwd=cwd, env_extra=env_extra), timeout=timeout)
 
 
 def err_lines(proc) -> list[str]:
@@ -57,7 +77,14 @@ def dataset(tmp_path_factory, chelsea_path, astronaut_path):
 # -- 8: one convention for output places -------------------------------------------------------
 def test_detect_saves_to_numbered_run_folders_and_says_where(tmp_path, dataset, tiny_owlv2):
     args = ("detect", dataset / "images", "--classes", "cat,person", "--model", tiny_owlv2, "--threshold", "0")
-    first = run_cli(*args, cwd=tmp_path)
+    # the runs that do not depend on one another run together; only the second "cats" waits for the first
+    first, second, explicit, quiet = (
+        start_cli(*args, cwd=tmp_path), start_cli(*args, "--name", "cats", cwd=tmp_path),
+        start_cli(*args, "--json", tmp_path / "r.json", "--project", tmp_path / "elsewhere", cwd=tmp_path),
+        start_cli(*args, "--no-save", cwd=tmp_path))
+    second = finish(second)
+    third = start_cli(*args, "--name", "cats", cwd=tmp_path)
+    first, explicit, quiet, third = map(finish, (first, explicit, quiet, third))
     assert first.returncode == 0, first.stderr
     assert err_lines(first)[-1] == "ovdet: results saved to runs/detect/exp"
     folder = tmp_path / "runs" / "detect" / "exp"
@@ -66,22 +93,24 @@ def test_detect_saves_to_numbered_run_folders_and_says_where(tmp_path, dataset, 
     # 6: the folder was searched recursively (train2017/), the hidden one was not
     assert [Path(r["image"]).name for r in results] == ["000001.jpg", "000002.jpg"]
     assert "000001.jpg: " in first.stdout  # the readable list is still printed
-    second = run_cli(*args, "--name", "cats", cwd=tmp_path)
     assert err_lines(second)[-1] == "ovdet: results saved to runs/detect/cats"
-    third = run_cli(*args, "--name", "cats", cwd=tmp_path)
     assert err_lines(third)[-1] == "ovdet: results saved to runs/detect/cats2"
     # explicit outputs are kept, and then no run folder appears
-    explicit = run_cli(*args, "--json", tmp_path / "r.json", "--project", tmp_path / "elsewhere", cwd=tmp_path)
     assert explicit.returncode == 0 and (tmp_path / "r.json").is_file() and not (tmp_path / "elsewhere").exists()
-    quiet = run_cli(*args, "--no-save", cwd=tmp_path)
     assert quiet.returncode == 0 and "saved to" not in quiet.stderr
     assert sorted(p.name for p in (tmp_path / "runs" / "detect").iterdir()) == ["cats", "cats2", "exp"]
 
 
 def test_video_explain_audit_eval_use_run_folders(tmp_path, dataset, tiny_owlv2, tiny_clip):
     frames = dataset / "images" / "train2017"
-    video = run_cli("video", frames, "--classes", "cat", "--model", tiny_owlv2, "--track", "--no-progress",
-                    "--threshold", "0", cwd=tmp_path)
+    # four commands, four run folders: they run together
+    video, explain, audit, ev = map(finish, (
+        start_cli("video", frames, "--classes", "cat", "--model", tiny_owlv2, "--track", "--no-progress",
+                  "--threshold", "0", cwd=tmp_path),
+        start_cli("explain", frames / "000001.jpg", "--classes", "cat", "--model", tiny_clip, cwd=tmp_path),
+        start_cli("audit", "--images", frames, "--classes", "cat,person", "--model", tiny_clip, cwd=tmp_path),
+        start_cli("eval", "--images", frames, "--annotations", dataset / "ann.json", "--model", tiny_owlv2,
+                  "--no-progress", cwd=tmp_path)))
     assert video.returncode == 0, video.stderr
     assert err_lines(video)[-1] == "ovdet: results saved to runs/video/exp"
     assert sorted(p.name for p in (tmp_path / "runs/video/exp").iterdir()) == ["train2017.jsonl", "train2017.mp4"]
@@ -89,18 +118,14 @@ def test_video_explain_audit_eval_use_run_folders(tmp_path, dataset, tiny_owlv2,
     # 9: an object has its track id on its first frame
     assert lines[0]["detections"] and all(d["track_id"] >= 0 for d in lines[0]["detections"])
 
-    explain = run_cli("explain", frames / "000001.jpg", "--classes", "cat", "--model", tiny_clip, cwd=tmp_path)
     assert explain.returncode == 0, explain.stderr
     assert err_lines(explain)[-1] == "ovdet: results saved to runs/explain/exp"
     assert (tmp_path / "runs/explain/exp/index.json").is_file()
 
-    audit = run_cli("audit", "--images", frames, "--classes", "cat,person", "--model", tiny_clip, cwd=tmp_path)
     assert audit.returncode == 0, audit.stderr
     assert err_lines(audit)[-1] == "ovdet: results saved to runs/audit/exp"
     assert {"predictions.csv", "summary.csv", "chart.png"} <= {p.name for p in (tmp_path / "runs/audit/exp").iterdir()}
 
-    ev = run_cli("eval", "--images", frames, "--annotations", dataset / "ann.json", "--model", tiny_owlv2,
-                 "--no-progress", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr
     assert err_lines(ev)[-1] == "ovdet: results saved to runs/eval/exp"
     assert sorted(p.name for p in (tmp_path / "runs/eval/exp").iterdir()) == ["metrics.json", "results.json"]
@@ -122,16 +147,28 @@ INTERRUPTED_EVAL = textwrap.dedent("""
 """)
 
 
-def interrupted_eval(args, cwd):
+def start_interrupted_eval(args, cwd) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", INTERRUPTED_EVAL, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.Popen([sys.executable, "-c", INTERRUPTED_EVAL, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
 
 
-def test_eval_refuses_to_discard_an_unfinished_run(tmp_path, dataset, tiny_owlv2):
-    base = ["eval", "--images", dataset / "images" / "train2017", "--annotations", dataset / "ann.json",
-            "--model", tiny_owlv2, "--batch-size", "1", "--no-progress", "--results-out", tmp_path / "r.json"]
-    stopped = interrupted_eval(base, tmp_path)
+@pytest.fixture(scope="module")
+def interrupted_evals(tmp_path_factory, dataset, tiny_owlv2) -> dict:
+    """{"results-out": ..., "run-folder": ...}: (folder, eval args, finished interrupted run), the
+    first step of each of the two tests below, each in its own folder; the two runs start together."""
+    common = ["eval", "--images", dataset / "images" / "train2017", "--annotations", dataset / "ann.json",
+              "--model", tiny_owlv2, "--batch-size", "1", "--no-progress"]
+    started = {}
+    for kind in ("results-out", "run-folder"):
+        folder = tmp_path_factory.mktemp(kind)
+        base = [*common, "--results-out", folder / "r.json"] if kind == "results-out" else common
+        started[kind] = (folder, base, start_interrupted_eval(base, folder))
+    return {kind: (folder, base, finish(proc)) for kind, (folder, base, proc) in started.items()}
+
+
+def test_eval_refuses_to_discard_an_unfinished_run(interrupted_evals):
+    tmp_path, base, stopped = interrupted_evals["results-out"]
     assert stopped.returncode == 130
     # "interrupted" once, saying where the finished work is (7)
     assert [l for l in err_lines(stopped) if "interrupted" in l] == [
@@ -152,10 +189,9 @@ def test_eval_refuses_to_discard_an_unfinished_run(tmp_path, dataset, tiny_owlv2
     assert not partial.exists() and {r["image_id"] for r in json.loads((tmp_path / "r.json").read_text())} == {1, 2}
 
 
-def test_eval_resume_finds_the_unfinished_run_folder(tmp_path, dataset, tiny_owlv2):
-    base = ["eval", "--images", dataset / "images" / "train2017", "--annotations", dataset / "ann.json",
-            "--model", tiny_owlv2, "--batch-size", "1", "--no-progress"]
-    assert interrupted_eval(base, tmp_path).returncode == 130
+def test_eval_resume_finds_the_unfinished_run_folder(interrupted_evals):
+    tmp_path, base, stopped = interrupted_evals["run-folder"]
+    assert stopped.returncode == 130
     unfinished = tmp_path / "runs/eval/exp/results.json.partial.jsonl"
     assert unfinished.is_file()
     fresh = run_cli(*base, cwd=tmp_path)  # a new run goes to a new folder and leaves the old one
@@ -216,12 +252,15 @@ def test_unknown_class_threshold_is_one_warning_line(tmp_path, tiny_owlv2, chels
 def test_closed_stdout_stops_quietly(tmp_path, dataset, tiny_owlv2):
     """`ovdet detect ... --json - | head`: the reader is gone before ovdet writes."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    for output in (["--json", "-"], []):  # the JSON at the end, and the readable list per image
+    procs = []
+    for output in (["--json", "-"], []):  # the JSON at the end, and the readable list per image (run together)
         proc = subprocess.Popen([sys.executable, "-m", "ovdet", "detect", str(dataset / "images"), "--classes", "cat",
                                  "--model", str(tiny_owlv2), "--no-save", *output], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc.stdout.close()  # what `head` does once it has its lines
-        _, err = proc.communicate(timeout=300)
+        procs.append(proc)
+    errs = [proc.communicate(timeout=300)[1] for proc in procs]
+    for proc, err in zip(procs, errs):
         assert proc.returncode == 141, err.decode()
         # nothing but the progress bar: no traceback, no "Broken pipe" error line
         assert [l for l in err.decode().splitlines() if l.strip() and "%|" not in l] == [], err.decode()
@@ -266,11 +305,12 @@ def test_weights_list_names_where_a_yolo_file_was_found(tmp_path):
 
 
 def test_classify_with_one_class_warns(tmp_path, tiny_clip, chelsea_path, astronaut_path):
-    proc = run_cli("classify", chelsea_path, astronaut_path, "--classes", "cat", "--model", tiny_clip, cwd=tmp_path)
+    proc, two = map(finish, (  # run together
+        start_cli("classify", chelsea_path, astronaut_path, "--classes", "cat", "--model", tiny_clip, cwd=tmp_path),
+        start_cli("classify", chelsea_path, "--classes", "cat,dog", "--model", tiny_clip, cwd=tmp_path)))
     assert proc.returncode == 0, proc.stderr
     warnings = [l for l in err_lines(proc) if l.startswith("ovdet: warning:")]
     assert len(warnings) == 1 and "softmax over one class is always 1.000" in warnings[0]
-    two = run_cli("classify", chelsea_path, "--classes", "cat,dog", "--model", tiny_clip, cwd=tmp_path)
     assert "warning" not in two.stderr
 
 

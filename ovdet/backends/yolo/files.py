@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ...config import preset_names, presets_dir, read_config_file
 from ...errors import ConfigError, WeightsNotFoundError
 from ...weights import weights_dirs
 from .offline import downloads_allowed, error_line, ultralytics_offline
+
+if TYPE_CHECKING:  # finding a file (`ovdet weights list`) needs no torch
+    import torch
 
 
 def _presets_using(filename: str) -> list[str]:
