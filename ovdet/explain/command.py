@@ -125,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
     from ..kit.runs import run_dir_for, saved_to
     from ..detector import Detector, resolve_config
     from . import NOT_A_CLIP_VIT
-    from .maps import Explainer
     from ..io import expand_image_args
     from ..files import write_json
 
@@ -139,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     given = None
     if args.detections_from is not None:
         given = _detections_file(args.detections_from, list(expand_image_args(args.images)))
+    from .maps import Explainer  # torch: imported once the arguments and files have been checked
+
     batches = ImageBatches(args.images, 1, desc="explain")
     explainer, detector = None, None
     slugs = _slugs(names)
