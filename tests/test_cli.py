@@ -11,24 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_process import finish, start
+
 
 def start_cli(*args, cwd=None, env_extra=None) -> subprocess.Popen:
-    """`ovdet ARGS` started and left running: independent runs start together (each spends
-    seconds importing torch/transformers, which a second core overlaps), then `finish` each."""
+    """`ovdet ARGS` started and left running (`cli_process`): start independent runs together,
+    then `finish` each."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OVDET_WEIGHTS": "", **(env_extra or {})}
     env.pop("OVDET_WEIGHTS")
-    return subprocess.Popen([sys.executable, "-m", "ovdet", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
-
-
-def finish(proc: subprocess.Popen, timeout=300) -> subprocess.CompletedProcess:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return start(["-m", "ovdet", *args], cwd=cwd, env=env)
 
 
 def run_cli(*args, cwd=None, env_extra=None):

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_process import finish, start
 from web import serve_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,20 +29,9 @@ def cli_env(env_extra=None) -> dict[str, str]:
 
 
 def start_cli(*args, cwd, env_extra=None) -> subprocess.Popen:
-    """`ovdet ARGS` started and left running: start independent runs together, then `finish` each.
-    Each start spends seconds importing torch/transformers, which a second core overlaps."""
-    return subprocess.Popen([sys.executable, "-m", "ovdet", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=cli_env(env_extra))
-
-
-def finish(proc: subprocess.Popen, timeout=300) -> subprocess.CompletedProcess:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    """`ovdet ARGS` started and left running (`cli_process`): start independent runs together,
+    then `finish` each."""
+    return start(["-m", "ovdet", *args], cwd=cwd, env=cli_env(env_extra))
 
 
 def run_cli(*args, cwd, env_extra=None, timeout=300):
@@ -149,8 +139,7 @@ INTERRUPTED_EVAL = textwrap.dedent("""
 
 def start_interrupted_eval(args, cwd) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", INTERRUPTED_EVAL, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+    return start(["-c", INTERRUPTED_EVAL, *args], cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
