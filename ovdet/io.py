@@ -187,6 +187,16 @@ def read_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
     raise ImageReadError(f"unsupported image type {type(image).__name__}: pass a path, PIL image or numpy array")
 
 
+def read_model_input(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     decode_size: Callable[[int, int], tuple[int, int] | None] | None = None,
+                     ) -> LoadedImage | np.ndarray:
+    """`read_image`, in the form a detector's `detect_batch` takes it: the (H, W, 3) RGB uint8
+    array itself when decoded in full, the `LoadedImage` when decoded reduced (its own size
+    maps the boxes back). What label and eval feed their detectors, image by image."""
+    loaded = read_image(image, max_pixels, decode_size)
+    return loaded if loaded.reduced else loaded.array
+
+
 def read_image_bytes(data: bytes | bytearray | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS,
                      decode_size: Callable[[int, int], tuple[int, int] | None] | None = None,
                      name: str = "image") -> LoadedImage:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..exemplars import vocabulary_record
+from ..files import jsonl_line
 from ..kit.resume import as_stored, check_manifest, detector_settings, unfinished_message
 from .dataset import Dataset
 
@@ -54,7 +55,7 @@ def run_header(detector, dataset: Dataset, classes, category_ids: Sequence[int],
 def start_partial(path: Path, header: dict) -> None:
     """A fresh run: the partial file with its header line only."""
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(header) + "\n")
+        fh.write(jsonl_line(header))
 
 
 def read_partial(path: Path, header: dict) -> dict[int, list[dict]] | None:

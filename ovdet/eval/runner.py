@@ -13,7 +13,6 @@ The final results file is written atomically and then the partial file is remove
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from typing import Sequence
 from ..adapters import to_coco_results
 from ..errors import ImageReadError, Interrupted, ResumeError
 from ..exemplars import resolve_vocabulary
-from ..files import write_json
-from ..io import read_image
+from ..files import jsonl_line, write_json
+from ..io import read_model_input
 from ..kit.resume import check_resume_flags, nothing_to_resume
 from ..progress import progress_bar, write_line
 from .dataset import Dataset
@@ -186,8 +185,7 @@ def run_detector(
                 batch_images, arrays = [], []
                 for image, path in todo[first : first + size]:
                     try:
-                        loaded = read_image(path, detector.config.max_pixels, reduce)  # as `ovdet detect` reads
-                        arrays.append(loaded if loaded.reduced else loaded.array)
+                        arrays.append(read_model_input(path, detector.config.max_pixels, reduce))  # as detect reads
                         batch_images.append(image)
                     except ImageReadError as exc:
                         note_skip(path, str(exc))
@@ -199,7 +197,7 @@ def run_detector(
                 for image, det in zip(batch_images, dets):
                     entries = to_coco_results(det, image["id"], category_ids)
                     done[image["id"]] = entries
-                    lines.append(json.dumps({"image_id": image["id"], "results": entries}) + "\n")
+                    lines.append(jsonl_line({"image_id": image["id"], "results": entries}))
                 # one write per batch, forced to disk: what is in the file is finished work
                 out.write("".join(lines))
                 out.flush()

@@ -84,15 +84,14 @@ class LabelWork:
         return self.detector
 
     def __call__(self, paths: Sequence[str]) -> list[dict]:
-        from ..io import read_image
+        from ..io import read_model_input
 
         cfg = self.config
         reduce = self.detector.decode_size if cfg.reduced_decode else None
         arrays, readable, records = [], [], {}
         for path in paths:
             try:  # max_pixels checked here: an image over it is skipped with its reason, the chunk goes on
-                loaded = read_image(path, cfg.max_pixels, reduce)
-                arrays.append(loaded if loaded.reduced else loaded.array)
+                arrays.append(read_model_input(path, cfg.max_pixels, reduce))
                 readable.append(path)
             except ImageReadError as exc:
                 records[path] = error_record(path, str(exc))
