@@ -23,11 +23,6 @@ def set_progress(enabled: bool) -> None:
     _state["enabled"] = bool(enabled)
 
 
-def progress_enabled() -> bool:
-    """Whether bars may show in this process (they still need a terminal on stderr)."""
-    return _state["enabled"]
-
-
 def progress_bar(total: int | None = None, desc: str | None = None, unit: str = "img", *, enabled: bool = True,
                  initial: int = 0, leave: bool = True, **kwargs: Any):
     """A tqdm bar on stderr; disabled unless `enabled`, bars are on for the process and stderr

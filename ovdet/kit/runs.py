@@ -78,11 +78,6 @@ def run_dir_for(args: argparse.Namespace) -> Path:
     return run_dir(args.run_task, args.name, args.project, args.exist_ok)
 
 
-def existing_run_dir(args: argparse.Namespace) -> Path:
-    """The folder --name names under --project (runs/<task>), whether or not it exists."""
-    return (args.project or RUNS_ROOT / args.run_task) / args.name
-
-
 class RunFolder:
     """The run folder of a command, made on first use (a run that fails its checks leaves no
     empty folder behind). `path` may be set beforehand (a resumed run's folder)."""
