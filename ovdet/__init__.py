@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Detector": "ovdet.detector",
     "Detections": "ovdet.structures",
+    "Masks": "ovdet.instance_masks",
     "Example": "ovdet.exemplars",
     "DetectorConfig": "ovdet.config",
     "load_config": "ovdet.config",
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .detector import Detector
     from .errors import OvdetError
     from .exemplars import Example
+    from .instance_masks import Masks
     from .structures import Detections
     from .video import stream
 
@@ -49,4 +51,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ovdet' has no attribute {name!r}")
 
 
-__all__ = ["Detector", "Detections", "Example", "DetectorConfig", "OvdetError", "load_config", "stream", "__version__"]
+__all__ = ["Detector", "Detections", "Masks", "Example", "DetectorConfig", "OvdetError", "load_config", "stream", "__version__"]

@@ -25,12 +25,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import OvdetError
+from .instance_masks import Masks
 from .structures import Detections
 
 BOX_DECIMALS = 2
 SCORE_DECIMALS = 5
 # Detection keys that map to `Detections` fields; every other key is an extra field
-CORE_KEYS = ("box", "score", "class_id", "class_name", "raw_score", "track_id")
+CORE_KEYS = ("box", "score", "class_id", "class_name", "raw_score", "track_id", "mask")
 SCORE_LIKE = ("raw_score",)  # rounded as scores
 
 
@@ -52,6 +53,7 @@ def _plain(value: Any) -> Any:
 # -- detections --------------------------------------------------------------------------------
 def detection_records(dets: Detections) -> list[dict]:
     """`Detections` -> a list of Detection records (best score first, as the detections are)."""
+    rles = None if dets.masks is None else dets.masks.to_rle()
     records = []
     for i, ((x1, y1, x2, y2), score, cid) in enumerate(
         zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist())
@@ -68,6 +70,8 @@ def detection_records(dets: Detections) -> list[dict]:
             rec[key] = _plain(values[i])
         if dets.tracker_ids is not None:
             rec["track_id"] = int(dets.tracker_ids[i])
+        if rles is not None:
+            rec["mask"] = rles[i]
         records.append(rec)
     return records
 
@@ -88,7 +92,7 @@ def detections_from_records(records: Sequence[Mapping[str, Any]], image_size: tu
 
     `class_names`: the vocabulary to index (records are matched to it by `class_name`); None
     takes it from the records' own ids and names (`vocabulary_of`). Fields other than the core
-    ones become `Detections.extra` (a mask's RLE dict is kept as an object per detection).
+    ones become `Detections.extra` (objects when not numbers); "mask" RLEs become `Detections.masks`.
     """
     try:
         names = tuple(class_names) if class_names is not None else vocabulary_of(records)
@@ -117,12 +121,21 @@ def detections_from_records(records: Sequence[Mapping[str, Any]], image_size: tu
             raw_scores=[float(r["raw_score"]) for r in records] if has("raw_score") else None,
             tracker_ids=[int(r["track_id"]) for r in records] if has("track_id") else None,
             extra=extra,
+            masks=_masks(records, image_size, source) if has("mask") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, RecordError):
             raise
         what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise RecordError(f"{source}: not a list of ovdet detections ({what})") from None
+
+
+def _masks(records: Sequence[Mapping[str, Any]], image_size: tuple[int, int], source: str) -> Masks:
+    try:
+        return Masks.from_rle([r["mask"] for r in records], image_size)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"{source}: a mask is not COCO RLE {{'size': [h, w], 'counts': str}} of the "
+                          f"image's size ({exc})") from None
 
 
 def _objects(values: list) -> np.ndarray:

@@ -8,10 +8,13 @@ look for it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from .instance_masks import Masks
 
 
 def _as_array(value: Any, dtype: Any, name: str) -> np.ndarray:
@@ -35,6 +38,9 @@ class Detections:
             cosine similarity), kept so users can re-threshold or re-calibrate.
         embeddings: optional (N, D) float32 region embeddings.
         tracker_ids: optional (N,) int64 track ids (video).
+        masks: optional `Masks` (ovdet.instance_masks), one per detection, kept as crops;
+            `masks.to_dense()` gives the (N, H, W) bool array.
+        extra: other per-detection fields a model adds, {name: (N, ...) array}.
     """
 
     xyxy: np.ndarray
@@ -46,6 +52,7 @@ class Detections:
     embeddings: np.ndarray | None = None
     tracker_ids: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    masks: Masks | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields once, here
@@ -76,6 +83,13 @@ class Detections:
             if emb.ndim != 2 or len(emb) != n:
                 raise ValueError(f"Detections.embeddings must have shape ({n}, D), got {emb.shape}")
             set_(self, "embeddings", emb)
+        if self.masks is not None:
+            if not isinstance(self.masks, Masks):
+                raise ValueError(f"Detections.masks must be an ovdet Masks, got {type(self.masks).__name__} "
+                                 "(Masks.from_dense makes one from an (N, H, W) array)")
+            if len(self.masks) != n or self.masks.image_size != self.image_size:
+                raise ValueError(f"Detections.masks holds {len(self.masks)} masks of {self.masks.image_size}, "
+                                 f"expected {n} of {self.image_size}")
         extra = {}
         for key, value in dict(self.extra).items():
             arr = np.asarray(value)
@@ -121,6 +135,9 @@ class Detections:
                 raise ValueError(f"Detections.concat: {name} is set on some parts and not on others")
             return np.concatenate(parts)
 
+        masks = [d.masks for d in items]
+        if any(m is None for m in masks) and not all(m is None for m in masks):
+            raise ValueError("Detections.concat: masks is set on some parts and not on others")
         keys = set(first.extra)
         if any(set(d.extra) != keys for d in items):
             raise ValueError("Detections.concat: all parts must have the same extra keys")
@@ -134,6 +151,7 @@ class Detections:
             embeddings=join("embeddings"),
             tracker_ids=join("tracker_ids"),
             extra={k: np.concatenate([d.extra[k] for d in items]) for k in keys},
+            masks=None if masks[0] is None else Masks.concat(masks),
         )
 
     # -- access -------------------------------------------------------------------------------
@@ -160,7 +178,12 @@ class Detections:
             embeddings=pick(self.embeddings),
             tracker_ids=pick(self.tracker_ids),
             extra={k: v[index] for k, v in self.extra.items()},
+            masks=None if self.masks is None else self.masks[index],
         )
+
+    def replace(self, **fields: Any) -> "Detections":
+        """A copy with some fields replaced (Detections is frozen), checked as on construction."""
+        return dataclasses.replace(self, **fields)
 
     @property
     def labels(self) -> list[str]:
@@ -172,8 +195,9 @@ class Detections:
     # object (as `sv.Detections.from_ultralytics`); adapters.to_supervision/from_supervision
     # call these, so there is one implementation and no import circle.
     def to_supervision(self):
-        """`supervision.Detections`: xyxy, confidence (the scores), class_id, tracker_id, and
-        data["class_name"] ((N,) object array) plus data["raw_score"] when set."""
+        """`supervision.Detections`: xyxy, confidence (the scores), class_id, tracker_id, mask
+        ((N, H, W) bool, built from the compact masks) and data["class_name"] ((N,) object
+        array) plus data["raw_score"] when set."""
         import supervision as sv
 
         data: dict[str, Any] = {"class_name": np.array(self.labels, dtype=object)}
@@ -186,6 +210,7 @@ class Detections:
             confidence=self.scores.copy(),
             class_id=self.class_ids.copy(),
             tracker_id=None if self.tracker_ids is None else self.tracker_ids.copy(),
+            mask=None if self.masks is None else self.masks.to_dense(),
             data=data,
         )
 
@@ -207,6 +232,7 @@ class Detections:
             image_size=image_size,
             raw_scores=raw,
             tracker_ids=sv_dets.tracker_id,
+            masks=None if sv_dets.mask is None else Masks.from_dense(sv_dets.mask, image_size),
         )
 
     def sorted(self) -> "Detections":

@@ -10,18 +10,20 @@ import pytest
 
 from ovdet import records
 from ovdet.errors import OvdetError
+from ovdet.instance_masks import Masks
 from ovdet.files import DataFileError, JsonlWriter, read_json, read_jsonl, read_records, read_yaml, write_json
 from ovdet.structures import Detections
 
-RLE = {"size": [40, 60], "counts": "PPYo0"}
+DENSE = np.zeros((2, 40, 60), bool)
+DENSE[0, 2:20, 1:30] = True
+DENSE[1, 6:39, 5:50] = True
+RLE = Masks.from_dense(DENSE[:1]).to_rle()[0]
 
 
 def sample() -> Detections:
-    mask = np.empty(2, dtype=object)
-    mask[:] = [RLE, {"size": [40, 60], "counts": "abc"}]
     return Detections(xyxy=[[1.234, 2, 30.5, 20], [5, 6, 50, 39]], scores=[0.912346, 0.5], class_ids=[2, 0],
                       class_names=("cat", "dog", "bus"), image_size=(40, 60), raw_scores=[1.5, -0.25],
-                      tracker_ids=[7, -1], extra={"uncalibrated_score": [0.8, 0.4], "mask": mask})
+                      tracker_ids=[7, -1], extra={"uncalibrated_score": [0.8, 0.4]}, masks=Masks.from_dense(DENSE))
 
 
 def test_image_record_round_trip_keeps_every_field():
@@ -38,7 +40,7 @@ def test_image_record_round_trip_keeps_every_field():
     np.testing.assert_allclose(back.xyxy, np.round(dets.xyxy, 2))
     np.testing.assert_allclose(back.raw_scores, dets.raw_scores)
     np.testing.assert_array_equal(back.tracker_ids, dets.tracker_ids)
-    assert list(back.extra["mask"]) == list(dets.extra["mask"])
+    assert (back.masks.to_dense() == DENSE).all()
     np.testing.assert_allclose(back.extra["uncalibrated_score"], [0.8, 0.4])
     # without a vocabulary, the records' own ids and names make one (unused ids are named)
     inferred = records.detections_from_image_record(rec)
@@ -52,6 +54,7 @@ def test_frame_and_classification_records_round_trip():
     assert frame["frame"] == 12 and frame["time"] == 0.5
     back = records.detections_from_frame_record(frame, (40, 60), dets.class_names)
     assert back.labels == dets.labels and back.tracker_ids.tolist() == [7, -1]
+    assert (back.masks.to_dense() == DENSE).all()
     probs = {"cat": 0.2, "dog": 0.7, "bus": 0.1}
     rec = records.classification_record("a.jpg", probs, top=2)
     assert [t["class_name"] for t in rec["top"]] == ["dog", "cat"]

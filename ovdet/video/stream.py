@@ -23,7 +23,7 @@ from ..exemplars import validate_classes
 from .frames import RawFrame, ReaderStats, ReconnectPolicy, SourceInfo
 from .reader import FrameReader
 from .sources import DEFAULT_TIMEOUT, CaptureFactory, Source
-from .tracking import FrameTracker, TrackSettings, with_fields
+from .tracking import FrameTracker, TrackSettings
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,7 +158,7 @@ class FrameStream:
             else:
                 dets = self._tracker.carry(frame.index, (h, w))
             if not self._expose_ids and dets.tracker_ids is not None:
-                dets = with_fields(dets, tracker_ids=None)  # carried for `every`, not asked for
+                dets = dets.replace(tracker_ids=None)  # carried for `every`, not asked for
             yield FrameRecord(frame.index, frame.timestamp, frame.image, dets, for_detector, frame.bgr)
 
     def _detect(self, images: list[np.ndarray]) -> list[Detections]:

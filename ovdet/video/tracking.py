@@ -139,23 +139,12 @@ class ClassSmoother:
             means /= len(history)
             class_ids[row] = int(np.argmax(means))
             scores[row] = means[class_ids[row]]
-        return with_fields(dets, class_ids=class_ids, scores=scores)
+        return dets.replace(class_ids=class_ids, scores=scores)
 
     def forget(self, alive: set[int]) -> None:
         """Drop the history of tracks that are gone (keeps memory flat over hours of video)."""
         for tid in [t for t in self._history if t not in alive]:
             del self._history[tid]
-
-
-def with_fields(dets: Detections, **fields) -> Detections:
-    """A copy of `dets` with some fields replaced (Detections is frozen)."""
-    values = dict(
-        xyxy=dets.xyxy, scores=dets.scores, class_ids=dets.class_ids, class_names=dets.class_names,
-        image_size=dets.image_size, raw_scores=dets.raw_scores, embeddings=dets.embeddings,
-        tracker_ids=dets.tracker_ids, extra=dets.extra,
-    )
-    values.update(fields)
-    return Detections(**values)
 
 
 class FrameTracker:
@@ -217,4 +206,4 @@ class FrameTracker:
         xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
         xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
         keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # moved out of view
-        return with_fields(last, xyxy=xyxy, image_size=(h, w))[keep]
+        return last.replace(xyxy=xyxy, image_size=(h, w))[keep]
