@@ -116,6 +116,9 @@ class DetectorConfig:
             few 8-bit levels from what the stock processor gets, so detections differ slightly
             from those of the same picture passed as an array. Off by default (exact); tiling
             always decodes in full.
+        masks: a SAM 2 or SAM checkpoint (preset name, folder or hub id) that gives every
+            detection a mask (`Detections.masks`), whatever backend found the boxes; empty =
+            no masks (backends with masks of their own give theirs anyway).
         description: one line shown by `ovdet weights list`.
     """
 
@@ -157,6 +160,7 @@ class DetectorConfig:
     tile_merge_metric: str = "ios"
     max_pixels: int = DEFAULT_MAX_PIXELS
     reduced_decode: bool = False
+    masks: str = ""
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -122,6 +122,7 @@ class ScorePolicy:
         extra = {}
         if uncalibrated is not None:
             extra["uncalibrated_score"] = as_numpy(uncalibrated[sel.index, sel.class_ids]).astype(np.float32)
+        rows = as_numpy(sel.index).astype(np.int64)
         return Detections(
             xyxy=as_numpy(cand.boxes[sel.index]),
             scores=as_numpy(sel.scores),
@@ -130,6 +131,7 @@ class ScorePolicy:
             image_size=cand.image_size,
             raw_scores=as_numpy(raw).astype(np.float32),
             extra=extra,
+            masks=None if cand.masks is None else cand.masks.select(rows, cand.image_size),
         )
 
 

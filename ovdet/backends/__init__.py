@@ -12,7 +12,7 @@ from ..config import DetectorConfig
 from ..errors import ConfigError
 from ..files import read_json
 from ..weights import locate
-from .base import Backend, RegionScores, TwoPhaseBackend, splits_image_pass
+from .base import Backend, CandidateMasks, RegionScores, TwoPhaseBackend, splits_image_pass
 from .onnx.manifest import export_config, is_export_dir
 
 if TYPE_CHECKING:  # torch loads with a builder, not with this table (the ONNX path has none)
@@ -85,4 +85,4 @@ def backend_for_model_type(model_type: str, where: str) -> tuple[str, str]:
     return MODEL_TYPES[model_type]
 
 
-__all__ = ["BUILDERS", "build_backend", "export_config", "is_export_dir", "Backend", "RegionScores", "TwoPhaseBackend", "splits_image_pass", "model_type_of", "backend_for_model_type"]
+__all__ = ["BUILDERS", "build_backend", "export_config", "is_export_dir", "Backend", "CandidateMasks", "RegionScores", "TwoPhaseBackend", "splits_image_pass", "model_type_of", "backend_for_model_type"]

@@ -10,6 +10,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: ONNX backends return numpy arrays and load no torch
     import torch
 
+    from ..instance_masks import Masks
     from ..proposers import Proposals
 
 
@@ -21,6 +22,7 @@ class RegionScores:
     scores: (P, C) float32 in [0, 1], calibrated per class (comparable across classes).
     raw: (P, C) float32, the uncalibrated score (logit or similarity) behind `scores`.
     image_size: (height, width) of the original image.
+    masks: None, or the candidates' masks for backends that segment (`CandidateMasks`).
     Torch backends hold torch tensors; ONNX backends (`numpy_arrays = True`) numpy arrays.
     """
 
@@ -28,6 +30,16 @@ class RegionScores:
     scores: torch.Tensor | np.ndarray
     raw: torch.Tensor | np.ndarray
     image_size: tuple[int, int]
+    masks: CandidateMasks | None = None
+
+
+class CandidateMasks(Protocol):
+    """Masks of a backend's P candidates, made full-size only for those kept (a backend holds
+    them at its own resolution, e.g. low-resolution logits)."""
+
+    def select(self, rows: np.ndarray, image_size: tuple[int, int]) -> Masks:
+        """The masks of candidates `rows` ((K,) int64, in that order) on an image of
+        `image_size` = (height, width) (the original image's)."""
 
 
 class Backend(Protocol):

@@ -63,6 +63,8 @@ def add_model_options(p: argparse.ArgumentParser, default_model: str | None = DE
     add(tiles, "--reduced-decode", action="store_true", default=None,
         help="decode JPEGs (files, URLs, uploads) at the smallest 1/2, 1/4, 1/8 scale that keeps twice "
              "the model's input: faster on large photos, inputs a few levels off the exact decode")
+    add(p, "--masks", metavar="MODEL", help="also segment every detection with a SAM 2 / SAM checkpoint "
+        "(preset name, folder or hub id)")
     dests += add_example_options(p)
     return tuple(dests)
 
@@ -109,7 +111,7 @@ CONFIG_FLAGS = {
     "class_thresholds": "class_thresholds", "precision": "precision", "batch_size": "batch_size", "compile": "compile",
     **{key: key for key in ("tile", "tile_overlap", "tile_full_image", "tile_merge", "tile_merge_iou",
                             "tile_merge_metric", "max_pixels", "reduced_decode", "calibration", "calibration_thresholds",
-                            "example_weight")},
+                            "example_weight", "masks")},
 }
 
 
