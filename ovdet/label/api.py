@@ -27,7 +27,7 @@ from ..files import write_json
 from ..kit.resume import as_stored, check_resume_flags, detector_settings, nothing_to_resume
 from ..progress import progress_bar
 from .dataset import build_images, parse_split
-from .exporters import FORMATS, export, parse_formats
+from .exporters import FORMATS, MASK_FORMATS, export, parse_formats
 from .ontology import Ontology
 from .report import build_report, review_sheet
 from .shards import MANIFEST_FORMAT, STATE_DIR, ShardStore
@@ -98,6 +98,7 @@ def label(
     cpus_per_worker: float = 1.0,
     ray_address: str | None = None,
     labelstudio_root: str = "/",
+    mask_format: str = "rle",
     progress: bool = True,
     quiet_engine: bool = True,
     device: str | None = None,
@@ -119,6 +120,9 @@ def label(
         split: "train=0.8,val=0.2" or {"train": 0.8, "val": 0.2}; default all train.
         seed: the split's random seed (the split depends only on it and the image set).
         review: draw this many random annotated images into DIR/review.jpg.
+        mask_format: with masks (`masks=` a SAM 2 / SAM checkpoint): "rle" (COCO compressed
+            RLE, Label Studio brush) or "polygon" (COCO polygons, Label Studio polygonlabels);
+            YOLO always gets polygons and VOC PNGs.
         progress: show a progress bar (on a terminal); quiet_engine: keep Ray's own log lines
             out of the terminal (the CLI shows them with --debug).
         detector: a ready `Detector` (or anything with `config` and `detect_batch`) for the
@@ -135,6 +139,8 @@ def label(
     fractions = parse_split(split)
     if engine not in ENGINES:
         raise LabelUsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if mask_format not in MASK_FORMATS:
+        raise LabelUsageError(f"--mask-format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
     if workers < 1 or gpus_per_worker < 0 or cpus_per_worker <= 0 or review < 0:
         raise LabelUsageError("--workers must be >= 1, --gpus-per-worker >= 0, --cpus-per-worker > 0, --review >= 0")
     if engine == "ray":
@@ -227,12 +233,13 @@ def label(
                              f"{next(iter(skipped.values()))})")
     model_version = f"ovdet {config.name or config.weights}"
     written = export(images, onto.names, out, fmt, copy_images=copy_images, model_version=model_version,
-                     labelstudio_root=labelstudio_root)
+                     labelstudio_root=labelstudio_root, mask_format=mask_format)
     shown = review_sheet(images, onto.names, review, seed, out / "review.jpg") if review else []
     settings = {
         "sources": [str(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)],
         "ontology": onto.to_dict(), "formats": list(fmt), "split": fractions, "seed": seed,
         "copy_images": copy_images, "review": review, "labelstudio_root": labelstudio_root,
+        "mask_format": mask_format,
     }
     run = {"engine": engine, "workers": workers if engine == "ray" else 1, "gpus_per_worker": gpus_per_worker,
            "computed": computed, "resumed": resumed, "seconds": round(seconds, 3),

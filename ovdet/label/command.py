@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   ovdet label photos/ --out dataset/ --ontology ontology.yaml --format coco,yolo,voc,labelstudio --review 16
   ovdet label photos/ --out dataset/ --ontology ontology.yaml --resume          # after a crash or Ctrl-C
   ovdet label list.txt --out dataset/ --classes car --engine ray --workers 4 --gpus-per-worker 1
+  ovdet label photos/ --out dataset/ --classes "car,person" --masks facebook/sam2.1-hiera-tiny --format coco,yolo,voc
 ontology.yaml:
   car: [car, automobile, a sedan]                  # several prompts, one class
   person: {prompts: [person, pedestrian], threshold: 0.2}
@@ -50,6 +51,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     state.add_argument("--overwrite", action="store_true", help="start over, replacing an earlier run in --out")
     p.add_argument("--review", type=int, default=0, metavar="N", help="contact sheet of N random annotated images: DIR/review.jpg")
     p.add_argument("--copy-images", action="store_true", help="copy images into the export instead of linking them")
+    p.add_argument("--mask-format", choices=("rle", "polygon"), default="rle",
+                   help="with --masks: COCO segmentation as RLE (default) or polygons; Label Studio brush (rle) "
+                        "or polygon regions. YOLO always gets polygons, VOC PNGs")
     p.add_argument("--labelstudio-root", default="/", metavar="DIR",
                    help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT; image URLs are relative to it (default /)")
     ray = p.add_argument_group("engine")
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                    split=split, seed=args.seed, resume=args.resume, overwrite=args.overwrite, review=args.review,
                    copy_images=args.copy_images, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                    cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
-                   labelstudio_root=args.labelstudio_root, device=args.device, progress=not args.no_progress,
+                   labelstudio_root=args.labelstudio_root, mask_format=args.mask_format, device=args.device, progress=not args.no_progress,
                    quiet_engine=not args.debug, **config_overrides(args))
     per_class = ", ".join(f"{k} {v['boxes']}" for k, v in report["classes"].items())
     print(f"ovdet: {report['images']} image(s) labelled, {report['boxes']} box(es) ({per_class}), "

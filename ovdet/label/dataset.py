@@ -62,12 +62,19 @@ class LabelledImage:
         return self.detections.class_ids
 
     @property
+    def masks(self):
+        """The detections' `ovdet.instance_masks.Masks` (tight crops), or None without masks."""
+        return self.detections.masks
+
+    @property
     def stem(self) -> str:
         return Path(self.name).stem
 
     def to_supervision(self):
-        """`supervision.Detections` for supervision's dataset writers."""
-        return self.detections.to_supervision()
+        """`supervision.Detections` (boxes, classes, scores) for supervision's dataset writers:
+        without masks, which the exporters write from the crops themselves (supervision's
+        would take an (N, H, W) array, and its writers turn masks into polygons)."""
+        return self.detections.replace(masks=None).to_supervision()
 
 
 def parse_split(text: str | Mapping[str, float] | None) -> dict[str, float]:

@@ -14,6 +14,7 @@ from typing import Sequence
 from ...errors import OvdetError
 from ..dataset import LabelledImage
 from . import coco, labelstudio, voc, yolo
+from .coco import MASK_FORMATS
 
 FORMATS = {"coco": coco, "yolo": yolo, "voc": voc, "labelstudio": labelstudio}
 
@@ -37,7 +38,7 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
 def export(images: Sequence[LabelledImage], classes: Sequence[str], out: Path, formats: Sequence[str],
            **options) -> dict[str, str]:
     """Write `formats` under `out/<format>/`; returns {format: folder}. Options (copy_images,
-    model_version, labelstudio_root) go to the writers that take them."""
+    model_version, labelstudio_root, mask_format) go to the writers that take them."""
     written = {}
     for name in formats:
         final = Path(out) / name

