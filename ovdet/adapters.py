@@ -23,21 +23,27 @@ def from_supervision(sv_dets, class_names: Sequence[str], image_size: tuple[int,
 def to_coco_results(
     dets: Detections, image_id: int, category_ids: Sequence[int] | Mapping[int, int] | None = None
 ) -> list[dict]:
-    """COCO results entries: {"image_id", "category_id", "bbox": [x, y, w, h], "score"}.
+    """COCO results entries: {"image_id", "category_id", "bbox": [x, y, w, h], "score"}, and
+    "segmentation" (COCO compressed RLE {"size": [h, w], "counts": str}) when the detections
+    carry masks, so one results file serves box and mask AP.
 
     `category_ids[class_id]` maps ovdet's class index to the dataset's category id (COCO ids are
     not 0..C-1); without it the class index itself is used.
     """
+    rles = None if dets.masks is None else dets.masks.to_rle()
     out = []
-    for (x1, y1, x2, y2), score, cid in zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist()):
-        out.append(
-            {
-                "image_id": int(image_id),
-                "category_id": int(category_ids[cid]) if category_ids is not None else int(cid),
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(float(score), 5),
-            }
-        )
+    for i, ((x1, y1, x2, y2), score, cid) in enumerate(
+        zip(dets.xyxy.tolist(), dets.scores.tolist(), dets.class_ids.tolist())
+    ):
+        entry = {
+            "image_id": int(image_id),
+            "category_id": int(category_ids[cid]) if category_ids is not None else int(cid),
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(float(score), 5),
+        }
+        if rles is not None:
+            entry["segmentation"] = rles[i]
+        out.append(entry)
     return out
 
 

@@ -1,4 +1,4 @@
-"""COCO box AP through pycocotools' COCOeval, unchanged: the numbers are pycocotools' own.
+"""COCO box and mask AP through pycocotools' COCOeval, unchanged: the numbers are pycocotools' own.
 
 ovdet only feeds it (annotations and results as built by the COCO API itself), restricts it to
 the evaluated images / categories, and reads its arrays back:
@@ -6,6 +6,11 @@ the evaluated images / categories, and reads its arrays back:
     fractions in [0, 1], -1 where undefined (no ground truth in that slice);
   - `COCOeval.eval["precision"]`, shape (T=10 IoU thresholds, R=101 recall points, K categories,
     A=4 area ranges, M=3 max-detection settings) -> per-category AP and precision-recall curves.
+
+Mask AP (iou_type "segm") scores the results' "segmentation" RLEs against the annotations'
+masks. The results go to `COCO.loadRes` without their "bbox": loadRes would otherwise take
+each detection's area (the small / medium / large split) from its box instead of its mask;
+detectron2 and mmdetection drop the box for the same reason (AP over all areas is the same).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 
 from .dataset import Dataset
 
+IOU_TYPES = ("bbox", "segm")
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -64,8 +70,19 @@ def coco_gt(dataset: Dataset):
     return gt
 
 
-def coco_dt(gt, results: Sequence[dict]):
-    """Results as a COCO object via `COCO.loadRes` (which sets area = w * h, iscrowd = 0).
+def scored_results(results: Sequence[dict], iou_type: str = "bbox") -> list[dict]:
+    """Copies of the results as the evaluators are given them (they write into the dicts):
+    for "segm" without "bbox", so that areas are the masks' (see the module docstring)."""
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    if iou_type == "segm":
+        return [{k: v for k, v in det.items() if k != "bbox"} for det in results]
+    return [dict(det, bbox=list(det["bbox"])) for det in results]
+
+
+def coco_dt(gt, results: Sequence[dict], iou_type: str = "bbox"):
+    """Results as a COCO object via `COCO.loadRes` (which sets area = w * h, or the mask's
+    area for "segm", and iscrowd = 0).
 
     loadRes cannot take an empty list (it looks at results[0]), so no detections at all gets
     an empty results object instead: every category with ground truth then scores AP 0.
@@ -74,7 +91,7 @@ def coco_dt(gt, results: Sequence[dict]):
 
     with quiet():
         if results:
-            return gt.loadRes([dict(det, bbox=list(det["bbox"])) for det in results])
+            return gt.loadRes(scored_results(results, iou_type))
         dt = COCO()
         dt.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]),
                       "annotations": []}
@@ -87,16 +104,18 @@ def run_cocoeval(
     results: Sequence[dict],
     image_ids: Iterable[int] | None = None,
     category_ids: Iterable[int] | None = None,
+    iou_type: str = "bbox",
 ):
-    """Evaluate, accumulate and summarise with COCOeval (bbox); returns the COCOeval object.
+    """Evaluate, accumulate and summarise with COCOeval (`iou_type` "bbox" or "segm"); returns
+    the COCOeval object.
 
     `image_ids` / `category_ids` restrict the evaluation (default: all in the annotations).
     """
     from pycocotools.cocoeval import COCOeval
 
     gt = coco_gt(dataset)
-    dt = coco_dt(gt, results)
-    ev = COCOeval(gt, dt, "bbox")
+    dt = coco_dt(gt, results, iou_type)
+    ev = COCOeval(gt, dt, iou_type)
     if image_ids is not None:
         ev.params.imgIds = sorted(set(image_ids))
     if category_ids is not None:
@@ -172,20 +191,23 @@ def evaluate_coco(
     results: Sequence[dict],
     image_ids: Iterable[int] | None = None,
     category_ids: Iterable[int] | None = None,
+    iou_type: str = "bbox",
 ) -> Evaluation:
-    """Standard COCO box evaluation (IoU 0.50:0.95, areas, maxDets 1/10/100).
+    """Standard COCO box or mask evaluation (IoU 0.50:0.95, areas, maxDets 1/10/100).
 
     Args:
-        dataset: the annotations.
-        results: COCO results, bbox = [x, y, w, h] in pixels (see `dataset.check_results`).
+        dataset: the annotations (with masks for "segm").
+        results: COCO results, bbox = [x, y, w, h] in pixels; for "segm" each with a
+            "segmentation" RLE (see `dataset.check_results`).
         image_ids: the images evaluated (default: all); ground truth elsewhere is not counted.
         category_ids: restrict to these categories (default: all).
+        iou_type: "bbox" (box AP) or "segm" (mask AP).
     """
-    ev = run_cocoeval(dataset, results, image_ids, category_ids)
-    metrics: dict[str, Any] = {"protocol": "coco"}
+    ev = run_cocoeval(dataset, results, image_ids, category_ids, iou_type)
+    metrics: dict[str, Any] = {"protocol": "coco", "iou_type": iou_type}
     metrics.update({key: float(value) for key, value in zip(COCO_KEYS, ev.stats)})
     metrics["num_images"] = len(ev.params.imgIds)
     metrics["num_categories"] = len(ev.params.catIds)
-    metrics["evaluator"] = f"pycocotools {package_version('pycocotools')} COCOeval (bbox, maxDets 1/10/100)"
+    metrics["evaluator"] = f"pycocotools {package_version('pycocotools')} COCOeval ({iou_type}, maxDets 1/10/100)"
     metrics["per_category"] = per_category_ap(ev, dataset)
     return Evaluation(metrics=metrics, curves=coco_curves(ev.eval["precision"]), recall=np.asarray(ev.params.recThrs))

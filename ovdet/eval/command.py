@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, ImageReadError, OvdetError
-from . import PROTOCOLS
+from . import IOU_TYPES, PROTOCOLS
 
 from ..defaults import DEFAULT_DETECTOR as DEFAULT_MODEL
 # AP rewards ranking many candidates, so evaluation keeps nearly all scores instead of the
@@ -26,6 +26,9 @@ MAX_DETS = {"coco": 100, "ov-coco": 100, "lvis": 300}
 FIXED_AP_MAX_DETS = 1000  # per image, before the 10,000-per-class cap of LVIS Fixed AP
 RUN_ONLY = ("limit", "resume", "overwrite", "results_out", "classes_from", "one_shot", "seed")  # besides the model flags
 RESULTS_NAME, METRICS_NAME = "results.json", "metrics.json"  # in the run folder
+# backends whose detections never carry masks of their own: mask AP needs --masks, said before
+# a model loads (any other detector without masks is stopped at its first detections)
+BOX_ONLY_BACKENDS = ("owl", "clip", "yolo_world")
 
 EXAMPLES = """examples:
   ovdet eval --images val2017/ --annotations instances_val2017.json --model owlv2-b16 --metrics-out m.json
@@ -33,6 +36,7 @@ EXAMPLES = """examples:
       (continues the latest unfinished run in runs/eval/)
   ovdet eval --images val2017/ --annotations lvis_v1_val.json --lvis-mode fixed --plots plots/
   ovdet eval --results results.json --annotations instances_val2017.json
+  ovdet eval --images val2017/ --annotations instances_val2017.json --iou-type segm --masks facebook/sam2.1-hiera-tiny
   ovdet eval --images val2017/ --annotations instances_val2017.json --protocol coco --one-shot --seed 1
 """
 
@@ -50,7 +54,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p = subparsers.add_parser(
         "eval", parents=[common], help="measure AP on COCO, LVIS or OV-COCO",
         description="Run a detector over annotated images (or take an existing COCO results file) and "
-                    "compute box AP with pycocotools (COCO, OV-COCO) or lvis-api (LVIS).",
+                    "compute box or mask AP with pycocotools (COCO, OV-COCO) or lvis-api (LVIS).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group(required=True)
@@ -63,6 +67,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="coco (AP@[.5:.95]), lvis (federated AP, APr/c/f) or ov-coco (AP50 novel/base/all); "
                         "default: lvis for LVIS-style annotations, else coco")
+    p.add_argument("--iou-type", choices=IOU_TYPES, default="bbox",
+                   help="bbox: box AP (default); segm: mask AP, from the results' segmentation RLEs (a model "
+                        "needs --masks MODEL) against the annotations' masks")
     p.add_argument("--lvis-mode", choices=("standard", "fixed"),
                    help="LVIS only: standard = 300 detections per image (default); fixed = Fixed AP, "
                         "10,000 detections per category over the dataset")
@@ -188,6 +195,10 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str, folder):
     # a --calibration changes the scores AP ranks; its thresholds are an operating point, not for AP
     overrides.setdefault("calibration_thresholds", False)
     config = resolve_config(model, device=args.device, **overrides)
+    if args.iou_type == "segm" and not config.masks and config.backend in BOX_ONLY_BACKENDS:
+        from .runner import MASKS_HINT, MasksRequiredError
+
+        raise MasksRequiredError(f"--iou-type segm scores masks, and {model} gives boxes only: {MASKS_HINT}")
     if args.exist_ok and args.results_out is None and not (args.resume or args.overwrite):
         # a reused run folder may hold an unfinished run: refuse before loading a model
         from ..kit.runs import RUNS_ROOT
@@ -201,7 +212,7 @@ def _run_model(args: argparse.Namespace, dataset, protocol: str, folder):
     outcome = run_detector(
         detector, dataset, args.images, classes=classes, category_ids=[c["id"] for c in categories],
         results_out=results_out, limit=args.limit, batch_size=args.batch_size, resume=args.resume,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress, need_masks=args.iou_type == "segm",
     )
     resumed = f", {outcome.resumed} taken from the interrupted run" if outcome.resumed else ""
     print(f"ovdet: {len(outcome.image_ids)} image(s) detected ({outcome.computed} in {outcome.seconds:.1f} s, "
@@ -246,6 +257,10 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.annotations)
     protocol = args.protocol or ("lvis" if dataset.kind == "lvis" else "coco")
     _check_options(args, protocol)
+    if args.iou_type == "segm":
+        from .dataset import check_segmentations
+
+        check_segmentations(dataset)
     if protocol == "lvis":
         check_lvis(dataset)
     elif protocol == "ov-coco":
@@ -255,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
 
     folder = RunFolder(args)
     if args.results is not None:
-        results = load_results(args.results, dataset)
+        results = load_results(args.results, dataset, args.iou_type)
         image_ids, skipped, source = None, {}, {"results_file": str(args.results)}
         covered = len({det["image_id"] for det in results})
         if covered < len(dataset.images):
@@ -269,9 +284,10 @@ def run(args: argparse.Namespace) -> int:
         from .coco import evaluate_coco
 
         queried = [e["category_id"] for e in source["one_shot"]["exemplars"]]
-        evaluation = evaluate_coco(dataset, results, image_ids, category_ids=queried)
+        evaluation = evaluate_coco(dataset, results, image_ids, category_ids=queried, iou_type=args.iou_type)
     else:
-        evaluation = evaluate(protocol, dataset, results, image_ids, lvis_mode=args.lvis_mode or "standard")
+        evaluation = evaluate(protocol, dataset, results, image_ids, lvis_mode=args.lvis_mode or "standard",
+                              iou_type=args.iou_type)
     metrics = evaluation.metrics
     per_category = metrics.pop("per_category")
     metrics["num_images_skipped"] = len(skipped)

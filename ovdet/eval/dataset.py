@@ -5,7 +5,9 @@ Formats (both as in the COCO / LVIS APIs):
     "annotations": [{"id", "image_id", "category_id", "bbox": [x, y, w, h], "area", ...}]}.
     LVIS-style files add "neg_category_ids" / "not_exhaustive_category_ids" to every image and
     "frequency" (r/c/f) to every category.
-  - results: [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}], boxes in pixels.
+  - results: [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}], boxes in pixels;
+    mask results (iou_type "segm") carry "segmentation", COCO compressed RLE {"size": [h, w],
+    "counts": str} of the image's size, and may leave out "bbox".
 
 Problems are reported as one line naming the file and the first offending entry, before
 pycocotools or lvis-api would fail with an assertion or a KeyError deep inside.
@@ -152,18 +154,38 @@ def _unique_ids(path: Path, items: list, what: str) -> set:
     return ids
 
 
-def load_results(path: str | Path, dataset: Dataset) -> list[dict]:
+def load_results(path: str | Path, dataset: Dataset, iou_type: str = "bbox") -> list[dict]:
     """Read a COCO results file and check it against `dataset` (raises `ResultsError`)."""
     data = read_json(path, "results file", error=ResultsError)
     if isinstance(data, dict) and "annotations" in data:
         raise ResultsError(f"{path} is an annotation file, not results: results are a JSON list of detections")
-    return check_results(data, dataset, source=str(path))
+    return check_results(data, dataset, source=str(path), iou_type=iou_type)
 
 
-def check_results(results: Any, dataset: Dataset, source: str = "results") -> list[dict]:
+def check_segmentations(dataset: Dataset) -> None:
+    """Mask AP needs a mask on every ground-truth annotation (polygons or RLE)."""
+    for i, ann in enumerate(dataset.data["annotations"]):
+        segm = ann.get("segmentation")
+        if not (isinstance(segm, list) and segm or isinstance(segm, dict) and "counts" in segm and "size" in segm):
+            raise AnnotationError(f"{dataset.path}: annotation #{i + 1} has no 'segmentation' (polygons or RLE): "
+                                  "mask AP (--iou-type segm) needs a mask on every annotation")
+
+
+def _check_rle(det: dict, where: str, sizes: dict) -> None:
+    segm = det["segmentation"]
+    if not (isinstance(segm, dict) and isinstance(segm.get("counts"), str) and isinstance(segm.get("size"), list)):
+        raise ResultsError(f"{where}: 'segmentation' must be COCO compressed RLE "
+                           '{"size": [h, w], "counts": str} (as pycocotools.mask.encode writes it)')
+    size = sizes.get(det["image_id"])
+    if size is not None and list(segm["size"]) != size:
+        raise ResultsError(f"{where}: a mask of size {segm['size']} on image {det['image_id']} of size {size} (h, w)")
+
+
+def check_results(results: Any, dataset: Dataset, source: str = "results", iou_type: str = "bbox") -> list[dict]:
     """Validate COCO results against the annotations: structure, finite numbers, known ids.
 
-    Returns the list unchanged. Boxes are [x, y, w, h] with w, h >= 0.
+    Returns the list unchanged. Boxes are [x, y, w, h] with w, h >= 0. With iou_type "segm"
+    each entry needs a "segmentation" RLE of its image's size and "bbox" is optional.
     """
     if not isinstance(results, list):
         raise ResultsError(
@@ -172,16 +194,20 @@ def check_results(results: Any, dataset: Dataset, source: str = "results") -> li
         )
     image_ids = set(dataset.image_ids)
     category_ids = set(dataset.category_ids)
+    segm = iou_type == "segm"
+    required = ("image_id", "category_id", "segmentation", "score") if segm else ("image_id", "category_id", "bbox", "score")
+    what = "mask" if segm else "box"
+    sizes = {img["id"]: [img["height"], img["width"]] for img in dataset.images if "height" in img and "width" in img}
     bad_images: list[Any] = []
     bad_categories: list[Any] = []
     for i, det in enumerate(results):
         where = f"{source}: entry #{i + 1}"
         if not isinstance(det, dict):
             raise ResultsError(f"{where} is not an object")
-        for key in ("image_id", "category_id", "bbox", "score"):
+        for key in required:
             if key not in det:
-                raise ResultsError(f"{where} has no {key!r} (box results need image_id, category_id, bbox, score)")
-        bbox = det["bbox"]
+                raise ResultsError(f"{where} has no {key!r} ({what} results need {', '.join(required)})")
+        bbox = det.get("bbox", [0, 0, 0, 0])
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             raise ResultsError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
@@ -195,6 +221,8 @@ def check_results(results: Any, dataset: Dataset, source: str = "results") -> li
                 raise ResultsError(f"{where}: {key!r} must be an integer id, got {det[key]!r}")
         if det["image_id"] not in image_ids:
             bad_images.append(det["image_id"])
+        elif segm:
+            _check_rle(det, where, sizes)
         if det["category_id"] not in category_ids:
             bad_categories.append(det["category_id"])
     if bad_images:

@@ -1,4 +1,4 @@
-"""LVIS box AP through lvis-api's LVISEval (the federated protocol), in two modes:
+"""LVIS box or mask AP through lvis-api's LVISEval (the federated protocol), in two modes:
 
   - "standard": the LVIS challenge rule, at most 300 detections per image (LVISResults keeps
     the 300 best-scored of each image).
@@ -6,6 +6,9 @@
     Devil is in the Details"; used by YOLO-World, YOLOE): no per-image limit, instead the
     10,000 best-scored detections of each category over the whole dataset, so AP no longer
     depends on how a detector spreads its detections over categories within an image.
+
+Mask AP (iou_type "segm") gives LVISResults the results without "bbox", so that each
+detection's area is its mask's (as for COCO, see `ovdet.eval.coco`).
 
 Federated means: a detection of a category counts only on images where that category is
 annotated (present, or listed in the image's `neg_category_ids`); unmatched detections of
@@ -26,7 +29,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .coco import Evaluation, gt_counts, mean_ap, package_version, pr_curve
+from .coco import Evaluation, gt_counts, mean_ap, package_version, pr_curve, scored_results
 from .dataset import AnnotationError, Dataset, only_images
 
 LVIS_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
@@ -107,7 +110,7 @@ def lvis_gt(dataset: Dataset):
     return gt
 
 
-def lvis_dt(gt, results: Sequence[dict], max_dets_per_image: int):
+def lvis_dt(gt, results: Sequence[dict], max_dets_per_image: int, iou_type: str = "bbox"):
     """`lvis.LVISResults` (area = w * h; best `max_dets_per_image` per image, -1 = no limit).
 
     LVISResults cannot take an empty list (it looks at results[0]); no detections at all gets
@@ -115,7 +118,7 @@ def lvis_dt(gt, results: Sequence[dict], max_dets_per_image: int):
     """
     lvis = lvis_api()
     if results:
-        return lvis.LVISResults(gt, [dict(det, bbox=list(det["bbox"])) for det in results], max_dets=max_dets_per_image)
+        return lvis.LVISResults(gt, scored_results(results, iou_type), max_dets=max_dets_per_image)
     dt = lvis.LVISResults.__new__(lvis.LVISResults)
     dt.logger = logging.getLogger("lvis.results")
     dt.dataset = {**gt.dataset, "annotations": []}
@@ -144,8 +147,9 @@ def evaluate_lvis(
     image_ids: Iterable[int] | None = None,
     mode: str = "standard",
     max_dets_per_class: int = FIXED_MAX_DETS_PER_CLASS,
+    iou_type: str = "bbox",
 ) -> Evaluation:
-    """LVIS box AP: AP, AP50, AP75, APs/m/l, APr/c/f (rare / common / frequent), AR.
+    """LVIS box or mask AP: AP, AP50, AP75, APs/m/l, APr/c/f (rare / common / frequent), AR.
 
     Args:
         dataset: LVIS-style annotations (see `check_lvis`).
@@ -153,6 +157,7 @@ def evaluate_lvis(
         image_ids: evaluated images (default: all). Fixed AP ranks each category's detections
             over these images only.
         mode: "standard" (300 per image) or "fixed" (`max_dets_per_class` per category).
+        iou_type: "bbox" (box AP) or "segm" (mask AP; results with "segmentation" RLEs).
     """
     if mode not in MODES:
         raise ValueError(f"LVIS mode must be one of {MODES}, got {mode!r}")
@@ -174,14 +179,14 @@ def evaluate_lvis(
 
     with _quiet_lvis():
         gt = lvis_gt(dataset)
-        dt = lvis_dt(gt, results, per_image)
-        ev = lvis.LVISEval(gt, dt, iou_type="bbox")
+        dt = lvis_dt(gt, results, per_image, iou_type)
+        ev = lvis.LVISEval(gt, dt, iou_type=iou_type)
         if image_ids is not None:
             ev.params.img_ids = image_ids
         ev.params.max_dets = per_image  # names the AR keys; the limit itself was applied above
         ev.run()
 
-    metrics: dict = {"protocol": "lvis", "lvis_mode": mode}
+    metrics: dict = {"protocol": "lvis", "iou_type": iou_type, "lvis_mode": mode}
     metrics.update({key: float(ev.results[key]) for key in LVIS_KEYS})
     for key in ("AR", "ARs", "ARm", "ARl"):
         metrics[key] = float(ev.results[f"{key}@{per_image}"])
@@ -193,7 +198,7 @@ def evaluate_lvis(
     metrics["num_categories"] = len(ev.params.cat_ids)
     rule = (f"{STANDARD_MAX_DETS_PER_IMAGE} detections per image" if mode == "standard"
             else f"Fixed AP, {max_dets_per_class:,} detections per category")
-    metrics["evaluator"] = f"lvis-api {package_version('lvis')} LVISEval (bbox, federated; {rule})"
+    metrics["evaluator"] = f"lvis-api {package_version('lvis')} LVISEval ({iou_type}, federated; {rule})"
 
     precision = ev.eval["precision"]  # (T, R, K, A)
     names = dataset.category_names()

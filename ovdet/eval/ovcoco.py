@@ -66,7 +66,8 @@ def _ap50(precision5, columns: Sequence[int]) -> float:
     return mean_ap(precision5[0, :, :, 0, -1][:, list(columns)])
 
 
-def evaluate_ov_coco(dataset: Dataset, results: Sequence[dict], image_ids: Iterable[int] | None = None) -> Evaluation:
+def evaluate_ov_coco(dataset: Dataset, results: Sequence[dict], image_ids: Iterable[int] | None = None,
+                     iou_type: str = "bbox") -> Evaluation:
     """AP50_novel, AP50_base, AP50_all (+ the COCO summary over the 65 classes).
 
     Args:
@@ -74,10 +75,11 @@ def evaluate_ov_coco(dataset: Dataset, results: Sequence[dict], image_ids: Itera
             subset of its images); other categories in the file are ignored.
         results: COCO results, bbox = [x, y, w, h]; detections of excluded classes are ignored.
         image_ids: evaluated images (default: all).
+        iou_type: "bbox" (box AP) or "segm" (mask AP; results with "segmentation" RLEs).
     """
     split = load_split()
     check_split(dataset, split)
-    ev = run_cocoeval(dataset, results, image_ids, split.ids)
+    ev = run_cocoeval(dataset, results, image_ids, split.ids, iou_type)
     precision = ev.eval["precision"]
     column = {cat_id: k for k, cat_id in enumerate(ev.params.catIds)}
     novel = [column[c] for c in sorted(split.novel)]
@@ -85,6 +87,7 @@ def evaluate_ov_coco(dataset: Dataset, results: Sequence[dict], image_ids: Itera
 
     metrics = {
         "protocol": "ov-coco",
+        "iou_type": iou_type,
         "AP50_novel": _ap50(precision, novel),
         "AP50_base": _ap50(precision, base),
         "AP50_all": _ap50(precision, list(range(len(ev.params.catIds)))),
@@ -93,7 +96,7 @@ def evaluate_ov_coco(dataset: Dataset, results: Sequence[dict], image_ids: Itera
     metrics["num_images"] = len(ev.params.imgIds)
     metrics["num_categories"] = len(ev.params.catIds)
     metrics["split"] = f"{len(split.base)} base / {len(split.novel)} novel classes (OVR-CNN, ViLD, Detic)"
-    metrics["evaluator"] = f"pycocotools {package_version('pycocotools')} COCOeval (bbox) over the 65 OV-COCO classes"
+    metrics["evaluator"] = f"pycocotools {package_version('pycocotools')} COCOeval ({iou_type}) over the 65 OV-COCO classes"
     table = per_category_ap(ev, dataset)
     for entry in table.values():
         entry["split"] = "novel" if entry["id"] in split.novel else "base"

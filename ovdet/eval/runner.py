@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..adapters import to_coco_results
-from ..errors import ImageReadError, Interrupted, ResumeError
+from ..errors import ImageReadError, Interrupted, OvdetError, ResumeError
 from ..exemplars import resolve_vocabulary
 from ..files import jsonl_line, write_json
 from ..io import read_model_input
@@ -30,17 +30,23 @@ from .dataset import Dataset
 from .partial import partial_path, read_partial, run_header, start_partial, unfinished_run_message
 from .categories import ClassesFileError, prompt_name, vocabulary
 
-__all__ = ["ClassesFileError", "ResumeError", "RunOutcome", "image_path", "partial_path", "prompt_name",
+__all__ = ["ClassesFileError", "MasksRequiredError", "ResumeError", "RunOutcome", "image_path", "partial_path", "prompt_name",
            "run_detector", "unfinished_run_message", "vocabulary"]
 SHOWN_SKIPS = 5  # skipped images named one by one; the rest are only counted
+MASKS_HINT = "add --masks MODEL (a SAM 2 / SAM checkpoint: preset name, folder or hub id)"
+
+
+class MasksRequiredError(OvdetError, ValueError):
+    """Mask AP was asked of a detector whose detections carry no masks."""
 
 
 @dataclass
 class RunOutcome:
     """What `run_detector` did.
 
-    results: COCO results [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}] in the
-        annotation file's image order (so a resumed run gives the same file).
+    results: COCO results [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, plus
+        "segmentation" RLE with masks] in the annotation file's image order (so a resumed run
+        gives the same file).
     image_ids: the images that have detections (computed now or earlier), i.e. those to score.
     skipped: file path -> reason, for images missing from the folder or unreadable.
     resumed: images taken over from an earlier, interrupted run.
@@ -99,6 +105,7 @@ def run_detector(
     overwrite: bool = False,
     progress: bool = True,
     desc: str = "eval",
+    need_masks: bool = False,
 ) -> RunOutcome:
     """Detect `classes` on the first `limit` images of `dataset` and write COCO results.
 
@@ -116,6 +123,8 @@ def run_detector(
             (that run is deleted). Without `resume` or `overwrite` such a file is an error:
             finished work is never discarded silently (the protocol of `ovdet.kit.resume`).
         desc: the progress bar's label (the command: eval, calibrate).
+        need_masks: mask AP will be computed: detections without masks stop the run with
+            `MasksRequiredError` (a fresh run that found none leaves no partial file behind).
     Raises:
         ImageReadError: none of the selected images is in `images_dir`.
         ResumeError: the partial file was made with other settings, or exists and neither
@@ -193,6 +202,9 @@ def run_detector(
                 if not arrays:
                     continue
                 dets = detect_by_vocabulary(detector, arrays, [vocabulary_for(im) for im in batch_images], threshold)
+                if need_masks and any(len(d) and d.masks is None for d in dets):
+                    raise MasksRequiredError(f"--iou-type segm scores masks, and this detector gives boxes only: "
+                                             f"{MASKS_HINT}")
                 lines = []
                 for image, det in zip(batch_images, dets):
                     entries = to_coco_results(det, image["id"], category_ids)
@@ -207,6 +219,11 @@ def run_detector(
     except KeyboardInterrupt:
         bar.close()
         raise Interrupted(f"interrupted; finished images are kept in {partial}: rerun with --resume to continue") from None
+    except MasksRequiredError:
+        bar.close()
+        if fresh and not computed:
+            partial.unlink(missing_ok=True)  # nothing finished: no unfinished run to resume
+        raise
     bar.close()
     seconds = time.perf_counter() - start
     if len(skipped) > SHOWN_SKIPS:
