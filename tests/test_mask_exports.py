@@ -152,3 +152,53 @@ def test_supervision_reads_coco_masks(export, photos):
     assert len(ds) == 3
     for path, _, dets in ds:
         assert (dets.mask == expected[Path(path).name]).all()
+
+
+# -- YOLO segmentation ---------------------------------------------------------------------------------
+def fill(points: np.ndarray, h: int, w: int) -> np.ndarray:
+    import cv2
+
+    out = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(out, [np.round(points).astype(np.int32)], 1)
+    return out.astype(bool)
+
+
+# ultralytics' Ray Tune callback warns when Ray is installed but no Tune session runs
+@pytest.mark.filterwarnings("ignore:`get_trial_id`:UserWarning")
+def test_yolo_segments_checked_read_and_trained_by_ultralytics(export, tmp_path):
+    from ovdet.backends.yolo import ultralytics_offline
+
+    out, _ = export
+    expected = reference(out)
+    ultralytics_offline()
+    from ultralytics import YOLO
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    info = check_det_dataset(str(out / "yolo" / "data.yaml"))
+    assert list(info["names"].values()) == list(CLASSES)
+    seen = 0
+    for split in ("train", "val"):
+        ds = YOLODataset(img_path=info[split], data=info, task="segment", imgsz=64, augment=False)
+        for lab in ds.labels:
+            name = Path(lab["im_file"]).name
+            h, w = lab["shape"]
+            want = expected[name]
+            assert lab["cls"].reshape(-1).tolist() == [0, 1, 0, 1] and len(lab["segments"]) == 4
+            for k, (segment, mask) in enumerate(zip(lab["segments"], want)):
+                got = fill(segment * (w, h), h, w)
+                if k == 3:  # a single pixel: its box's corners
+                    assert got[mask].all() and got.sum() <= 4
+                else:  # the two parts of object 1 are one ring, both filled
+                    assert iou(got, mask) > 0.85
+                seen += 1
+    assert seen == 4 * len(SIZES)
+
+    model = YOLO("yolov8n-seg.yaml")  # randomly initialised, nothing downloaded
+    model.train(data=str(out / "yolo" / "data.yaml"), epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
+                plots=False, amp=False, pretrained=False, project=str(tmp_path), name="run", exist_ok=True,
+                verbose=False, val=True)
+    assert model.task == "segment"
+    rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
+    assert len(rows) == 2 and "train/seg_loss" in rows[0] and "metrics/mAP50(M)" in rows[0]
+    assert (tmp_path / "run" / "weights" / "last.pt").is_file()
