@@ -202,3 +202,38 @@ def test_yolo_segments_checked_read_and_trained_by_ultralytics(export, tmp_path)
     rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and "train/seg_loss" in rows[0] and "metrics/mAP50(M)" in rows[0]
     assert (tmp_path / "run" / "weights" / "last.pt").is_file()
+
+
+# -- Pascal VOC -------------------------------------------------------------------------------------------
+def test_voc_segmentation_pngs_and_supervision(export):
+    import supervision as sv
+
+    out, report = export
+    expected = reference(out)
+    voc = out / "voc"
+    for split in ("train", "val"):
+        stems = (voc / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+        assert stems == (voc / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+        assert len(stems) == report["splits"][split]
+    for name, masks in expected.items():
+        stem = Path(name).stem
+        objects = Image.open(voc / "SegmentationObject" / f"{stem}.png")
+        classes = Image.open(voc / "SegmentationClass" / f"{stem}.png")
+        assert objects.mode == classes.mode == "P"
+        palette = objects.getpalette()
+        assert palette[3:6] == [128, 0, 0] and palette[6:9] == [0, 128, 0] and palette[45:48] == [192, 128, 128]
+        want_objects = np.zeros(masks.shape[1:], np.uint8)
+        want_classes = np.zeros(masks.shape[1:], np.uint8)
+        for i in range(len(masks) - 1, -1, -1):  # the best-scored on top
+            want_objects[masks[i]] = i + 1
+            want_classes[masks[i]] = [1, 2, 1, 2][i]
+        assert (np.array(objects) == want_objects).all() and (np.array(classes) == want_classes).all()
+
+    ds = sv.DetectionDataset.from_pascal_voc(str(voc / "JPEGImages"), str(voc / "Annotations"))
+    assert len(ds) == len(SIZES) and sorted(ds.classes) == ["car", "person"]
+    for path, _, dets in ds:
+        want = expected[Path(path).name]
+        assert dets.mask is not None and len(dets) == 4
+        for k in range(3):
+            assert iou(dets.mask[k], want[k]) > 0.85
+        assert not dets.mask[3].any()  # one pixel: no polygon, the box alone
