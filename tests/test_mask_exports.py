@@ -237,3 +237,50 @@ def test_voc_segmentation_pngs_and_supervision(export):
         for k in range(3):
             assert iou(dets.mask[k], want[k]) > 0.85
         assert not dets.mask[3].any()  # one pixel: no polygon, the box alone
+
+
+# -- Label Studio ---------------------------------------------------------------------------------------------
+def _tasks(out: Path) -> dict[str, dict]:
+    return {Path(t["data"]["ovdet_path"]).name: t for t in json.loads((out / "labelstudio" / "tasks.json").read_text())}
+
+
+def test_labelstudio_brush_decoded_by_label_studio_converter(export):
+    import xml.etree.ElementTree as ET
+
+    from label_studio_converter.brush import decode_rle
+
+    out, _ = export
+    expected = reference(out)
+    config = ET.fromstring((out / "labelstudio" / "config.xml").read_text())
+    brush = config.find("BrushLabels")
+    assert brush.get("name") == "label" and brush.get("toName") == config.find("Image").get("name") == "image"
+    assert [l.get("value") for l in brush.findall("Label")] == list(CLASSES)
+    tasks = _tasks(out)
+    assert len(tasks) == len(SIZES)
+    for name, masks in expected.items():
+        h, w = masks.shape[1:]
+        results = tasks[name]["predictions"][0]["result"]
+        assert [r["value"]["brushlabels"] for r in results] == [["car"], ["person"], ["car"], ["person"]]
+        for r, mask in zip(results, masks):
+            assert r["type"] == "brushlabels" and r["value"]["format"] == "rle"
+            assert (r["original_width"], r["original_height"]) == (w, h) and 0 < r["score"] <= 1
+            rgba = decode_rle(r["value"]["rle"]).reshape(h, w, 4)
+            assert (rgba == (mask * 255).astype(np.uint8)[..., None]).all()  # exact, every channel
+
+
+def test_labelstudio_polygons(photos, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "out"
+    run_label(photos, out, "labelstudio", mask_format="polygon")
+    assert ET.fromstring((out / "labelstudio" / "config.xml").read_text()).find("PolygonLabels") is not None
+    tasks = _tasks(out)
+    for name, masks in reference(out).items():
+        h, w = masks.shape[1:]
+        for k, (r, mask) in enumerate(zip(tasks[name]["predictions"][0]["result"], masks)):
+            value = r["value"]
+            assert r["type"] == "polygonlabels" and value["closed"] is True and len(value["polygonlabels"]) == 1
+            points = np.asarray(value["points"]) / 100 * (w, h)
+            assert ((0 <= points) & (points <= (w, h))).all()
+            got = fill(points, h, w)
+            assert (got[mask].all() and got.sum() <= 4) if k == 3 else iou(got, mask) > 0.85
