@@ -284,3 +284,38 @@ def test_labelstudio_polygons(photos, tmp_path):
             assert ((0 <= points) & (points <= (w, h))).all()
             got = fill(points, h, w)
             assert (got[mask].all() and got.sum() <= 4) if k == 3 else iou(got, mask) > 0.85
+
+
+# -- memory --------------------------------------------------------------------------------------------------
+def test_huge_image_masks_export_from_crops(tmp_path):
+    """A 20000 x 20000 image: COCO, YOLO and Label Studio write its masks from the crops (a
+    dense mask would be 400 MB each)."""
+    import tracemalloc
+
+    from ovdet.label.dataset import LabelledImage
+    from ovdet.label.exporters import export
+
+    h = w = 20000
+    crops = [np.ones((300, 200), bool), np.zeros((50, 60), bool), np.ones((20, w), bool)]
+    crops[1][10:40, 5:50] = True
+    masks = Masks.from_crops(crops, [(100, 19900), (15000, 300), (h - 20, 0)], (h, w))  # the first overhangs
+    dets = Detections(xyxy=masks.boxes(), scores=[0.9, 0.8, 0.7], class_ids=[0, 1, 0], class_names=CLASSES,
+                      image_size=(h, w), masks=masks)
+    source = tmp_path / "huge.jpg"
+    source.write_bytes(b"")  # linked, never read
+    images = [LabelledImage(path=str(source), name="huge.jpg", detections=dets)]
+    import supervision.dataset.formats.coco  # noqa: F401  (imports are not what is measured)
+    import yaml  # noqa: F401
+
+    tracemalloc.start()
+    export(images, CLASSES, tmp_path / "out", ("coco", "yolo", "labelstudio"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 30e6, f"{peak / 1e6:.0f} MB"
+    from pycocotools import mask as mask_utils
+
+    anns = json.loads((tmp_path / "out" / "coco" / "train.json").read_text())["annotations"]
+    assert [a["area"] for a in anns] == [100 * 300, 30 * 45, 20 * w]
+    assert [int(mask_utils.area(a["segmentation"])) for a in anns] == [100 * 300, 30 * 45, 20 * w]
+    lines = (tmp_path / "out" / "yolo" / "labels" / "train" / "huge.txt").read_text().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("0 ")

@@ -94,6 +94,7 @@ def write(images: Sequence[LabelledImage], classes: list[str], folder: Path, mod
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     kind = region_kind(images, mask_format)
+    # brush RLEs are long byte lists: one line each, not one line a byte
     write_json(folder / "tasks.json", [task(im, classes, model_version, labelstudio_root, kind) for im in images],
-               indent=1)
+               indent=None if kind == "brushlabels" else 1)
     (folder / "config.xml").write_text(config_xml(classes, kind), encoding="utf-8")
