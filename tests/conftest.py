@@ -53,6 +53,12 @@ def tiny_clip512(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam3(tmp_path_factory) -> Path:
+    """A tiny random SAM 3 (Sam3Model, 112 px, 20 queries) saved with save_pretrained."""
+    return make_tiny_models.make_sam3(tmp_path_factory.mktemp("tiny") / "sam3")
+
+
+@pytest.fixture(scope="session")
 def tiny_owlv2(tiny_models) -> Path:
     return tiny_models["owlv2"]
 
