@@ -114,3 +114,65 @@ def test_examples_from_another_image_are_refused(detector, images):
         detector.detect(images[0], ["cat", Example("dog", images[1], (1, 1, 20, 20))])
     with pytest.raises(ExemplarError, match="only negative examples"):
         detector.detect(images[0], [Example("dog", images[0], (1, 1, 20, 20), negative=True)])
+
+
+def test_templates_are_separate_prompts_of_one_class(tiny_sam3, reference, images):
+    det = Detector.from_pretrained(str(tiny_sam3), **{**EXACT, "templates": "{}"})
+    det.templates = ("{}", "a {}")  # two phrasings: each its own prompt, all candidates for the class
+    det.class_table.text.templates = det.templates
+    dets = det.detect(images[0], ["cat"])
+    expected = per_class(reference, images[0], ["cat", "a cat"])
+    assert_same(dets, [(s, 0, b, m) for s, _, b, m in expected])
+
+
+def test_negative_prompt_drops_the_class_candidates_it_matches_better():
+    from ovdet.backends.sam3 import Sam3Backend
+    from ovdet.scoring import drop_negatives
+
+    boxes = torch.tensor([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 11.0], [50, 50, 60, 60]])
+    column = torch.tensor([0, 0, 1, 1])  # two candidates of class 0, two of negative prompt 1
+    scores = torch.zeros(4, 2)
+    scores[torch.arange(4), column] = torch.tensor([0.6, 0.8, 0.9, 0.1])
+    Sam3Backend.fill_negatives(scores, boxes, column, classes=1)
+    assert scores[:2, 1].tolist() == pytest.approx([0.9, 0.1])  # best overlapping negative candidate
+    kept = drop_negatives(scores, 1)[:2, 0]
+    assert kept.tolist() == pytest.approx([0.0, 0.8])  # the first is the negative's object
+
+
+def test_tiled_masks_are_the_tiles_masks_in_image_pixels(tiny_sam3):
+    from ovdet.tiling import tile_windows
+
+    det = Detector.from_pretrained(str(tiny_sam3), device="cpu", precision="fp32", threshold=0.3, tile=64,
+                                   tile_merge="nms")
+    image = (np.random.default_rng(3).random((100, 150, 3)) * 255).astype(np.uint8)
+    dets = det.detect(image, ["cat", "dog"])
+    assert len(dets) and dets.masks.image_size == (100, 150)
+    best = dets[0]
+    whole = Detector.from_pretrained(str(tiny_sam3), device="cpu", precision="fp32", threshold=0.3)
+    for x1, y1, x2, y2 in tile_windows(100, 150, 64, det.config.tile_overlap).tolist():
+        tile = whole.detect(np.ascontiguousarray(image[y1:y2, x1:x2]), ["cat", "dog"])
+        moved = tile.xyxy + np.float32([x1, y1, x1, y1])
+        same = np.flatnonzero(np.isclose(tile.scores, best.scores[0], atol=1e-6)
+                              & np.isclose(moved, best.xyxy, atol=1e-3).all(axis=1))
+        if len(same):
+            expected = tile.masks[same[:1]].translate(x1, y1, (100, 150))
+            np.testing.assert_array_equal(best.masks.to_dense(), expected.to_dense())
+            return
+    pytest.fail("the best tiled detection is in no tile")
+
+
+def test_window_upsampling_equals_torch_bilinear():
+    from ovdet.backends.sam3_masks import upsample_mask
+
+    torch.manual_seed(0)
+    for low, size in [((32, 32), (60, 90)), ((72, 72), (500, 333)), ((16, 16), (7, 5))]:
+        logits = torch.randn(4, *low) - 6  # one object per mask, away from the borders
+        logits[:, low[0] // 4: low[0] // 2, low[1] // 3: low[1] // 2] += 9
+        full = torch.nn.functional.interpolate(logits.sigmoid()[None], size=size, mode="bilinear",
+                                               align_corners=False)[0] > 0.5
+        for lg, ref in zip(logits, full):
+            crop, (y, x) = upsample_mask(lg, size)
+            out = np.zeros(size, bool)
+            out[y: y + crop.shape[0], x: x + crop.shape[1]] = crop
+            np.testing.assert_array_equal(out, ref.numpy())
+            assert crop.size < ref.numel()  # only the window that can be positive is made
