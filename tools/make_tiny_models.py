@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write tiny, randomly initialised checkpoints of every model family ovdet runs, for offline
-trials and tests: OWL-ViT, OWLv2, CLIP, an ultralytics YOLO and a YOLO-World.
+trials and tests: OWL-ViT, OWLv2, CLIP, SAM 3, an ultralytics YOLO and a YOLO-World.
 
     python tools/make_tiny_models.py /tmp/tiny
     ovdet detect examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/owlv2
@@ -9,7 +9,7 @@ trials and tests: OWL-ViT, OWLv2, CLIP, an ultralytics YOLO and a YOLO-World.
     OVDET_WEIGHTS=/tmp/tiny/weights ovdet detect examples/chelsea.jpg --classes cat --model clip-b16-yolo-proposals
 
 Written into the folder:
-  owlvit/, owlv2/, clip/ (32-d joint space), clip512/ (512-d: YOLO-World's text width)
+  owlvit/, owlv2/, clip/ (32-d joint space), clip512/ (512-d: YOLO-World's text width), sam3/
       transformers checkpoints (config.json, model.safetensors, tokenizer and image-processor
       files) written by `save_pretrained`, loaded by ovdet exactly as hub checkpoints are;
   yolo.pt, yolo-world.pt
@@ -305,7 +305,7 @@ def preset_layout(out: Path) -> dict[str, Path]:
                 continue
             if weights.endswith(".pt"):
                 layout[weights] = out / ("yolo-world.pt" if "world" in weights else "yolo.pt")
-        family = {"owl": "owlv2" if "owlv2" in cfg.weights else "owlvit", "clip": "clip512"}.get(cfg.backend)
+        family = {"owl": "owlv2" if "owlv2" in cfg.weights else "owlvit", "clip": "clip512", "sam3": "sam3"}.get(cfg.backend)
         if family is not None:
             layout[name] = out / family
     return layout
@@ -344,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {make_owl(kind, args.out / kind, seed=args.seed)}")
     print(f"wrote {make_clip(args.out / 'clip', seed=args.seed)}")
     print(f"wrote {make_clip(args.out / 'clip512', seed=args.seed, projection_dim=512)}")
+    print(f"wrote {make_sam3(args.out / 'sam3', seed=args.seed)}")
     print(f"wrote {make_yolo(args.out / 'yolo.pt', seed=args.seed)}")
     print(f"wrote {make_yolo(args.out / 'yolo-world.pt', world=True, seed=args.seed)}")
     for path in write_composite_configs(args.out).values():
