@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # further out it is an error, since the user probably measured it on another image
 BOX_TOLERANCE = 1.0
 ENCODE_BATCH = 8  # exemplar images per image-tower pass
+NEGATIVE_SUFFIX = ":negative"  # --example NAME=PATH:x1,y1,x2,y2:negative
 
 Box = tuple[float, float, float, float]
 
@@ -77,6 +78,8 @@ class Example:
         name is also a text class blends with it (`example_weight`).
     image: a path, PIL image or RGB array (anything `ovdet.io.load_image` reads).
     box: x1, y1, x2, y2 in that image's pixels; None = the whole image.
+    negative: the box shows what the class is NOT (SAM 3's negative box prompts; other
+        backends refuse it).
 
     The image is read and fingerprinted once, on first use (later changes to an array are not
     seen by the same Example).
@@ -85,6 +88,7 @@ class Example:
     name: str
     image: Any
     box: Box | None = None
+    negative: bool = False
     _identity: list = field(default_factory=list, init=False, repr=False, compare=False)  # memo
 
     def __post_init__(self) -> None:
@@ -119,8 +123,7 @@ class Example:
         embedding depends on besides the model. Raises `ExemplarError` for a bad exemplar."""
         if not self._identity:
             pixels, box = self.load()
-            digest = hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
-            self._identity.append((digest, box))
+            self._identity.append((pixels_digest(pixels), box))
         return self._identity[0]
 
     def cache_key(self, model_identity: str) -> str:
@@ -130,8 +133,14 @@ class Example:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def record(self) -> dict:
-        """JSON-able description (name, image, box) for logs and run headers."""
-        return {"name": self.name, "image": self.source, "box": None if self.box is None else list(self.box)}
+        """JSON-able description (name, image, box, and negative when set) for logs and run headers."""
+        out = {"name": self.name, "image": self.source, "box": None if self.box is None else list(self.box)}
+        return {**out, "negative": True} if self.negative else out
+
+
+def pixels_digest(pixels: np.ndarray) -> str:
+    """sha256 of an image's decoded pixels and shape: what identifies an exemplar's image."""
+    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
 
 # -- vocabularies mixing text and exemplars --------------------------------------------------
@@ -191,6 +200,9 @@ def resolve_vocabulary(classes: str | Iterable[str | Example]) -> Vocabulary:
             groups[c].append(item)
         else:
             has_text[c] = True
+    for name, text, group in zip(names, has_text, groups):
+        if not text and all(e.negative for e in group):
+            raise ExemplarError(f"class {name!r} has only negative examples: name it as text too, or give a positive example")
     return Vocabulary(tuple(names), tuple(has_text), tuple(tuple(g) for g in groups))
 
 
@@ -244,10 +256,13 @@ def vocabulary_record(classes: Iterable[str | Example]) -> list:
 
 # -- the --example / --examples syntax --------------------------------------------------------
 def parse_example(text: str) -> Example:
-    """`NAME=PATH` or `NAME=PATH:x1,y1,x2,y2` (the --example flag) -> `Example`.
+    """`NAME=PATH` or `NAME=PATH:x1,y1,x2,y2` (the --example flag) -> `Example`; a trailing
+    `:negative` makes it a negative example (what the class is not; SAM 3).
 
     The box is the part after the last ':' when it holds commas, so paths with a drive letter
     (C:\\...) still parse."""
+    negative = text.endswith(NEGATIVE_SUFFIX)
+    text = text[: -len(NEGATIVE_SUFFIX)] if negative else text
     if "=" not in text:
         raise ExemplarError(f"--example {text!r}: missing '=' (expected NAME=PATH or NAME=PATH:x1,y1,x2,y2)")
     name, rest = text.split("=", 1)
@@ -261,14 +276,15 @@ def parse_example(text: str) -> Example:
             raise ExemplarError(f"--example {text!r}: the box after ':' must be x1,y1,x2,y2 (4 numbers)")
     if not path.strip():
         raise ExemplarError(f"--example {text!r}: no image path after '='")
-    return Example(name, path.strip(), box)
+    return Example(name, path.strip(), box, negative=negative)
 
 
 def load_examples_file(path: str | Path) -> list[Example]:
     """Exemplars from a YAML file: `NAME: [{image: PATH, box: [x1, y1, x2, y2]}, ...]`.
 
     An entry may also be a bare PATH (the whole image), and a class with one exemplar may give
-    it without the list. Relative image paths are relative to the YAML file's folder."""
+    it without the list; `negative: true` makes an entry a negative example (SAM 3). Relative
+    image paths are relative to the YAML file's folder."""
     from .files import read_yaml
 
     path = Path(path)
@@ -285,12 +301,12 @@ def load_examples_file(path: str | Path) -> list[Example]:
         for entry in entries:
             if isinstance(entry, str):
                 entry = {"image": entry}
-            if not isinstance(entry, dict) or "image" not in entry or set(entry) - {"image", "box"}:
+            if not isinstance(entry, dict) or "image" not in entry or set(entry) - {"image", "box", "negative"}:
                 raise ExemplarError(f"{where}: each exemplar is {{image: PATH, box: [x1, y1, x2, y2]}} "
-                                    f"(box optional), got {entry!r}")
+                                    f"(box optional, negative: true optional), got {entry!r}")
             image = Path(str(entry["image"])).expanduser()
             image = image if image.is_absolute() else path.parent / image
-            out.append(Example(str(name), str(image), entry.get("box")))
+            out.append(Example(str(name), str(image), entry.get("box"), negative=entry.get("negative") is True))
     return out
 
 
@@ -367,4 +383,4 @@ def check_examples(classes: Iterable[Any]) -> None:
 
 
 __all__ = ["Example", "ExemplarEncoder", "Vocabulary", "blend", "check_examples", "load_examples_file",
-           "parse_example", "resolve_vocabulary", "validate_classes", "vocabulary_record"]
+           "parse_example", "pixels_digest", "resolve_vocabulary", "validate_classes", "vocabulary_record"]

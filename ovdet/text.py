@@ -147,7 +147,8 @@ class VocabularyEncoder:
 
     `encode` is a text tower: (N,) prompts -> (N, D); `identity` names it in cache keys.
     `numpy`: the tower returns numpy arrays (ONNX exports), so cached embeddings are loaded
-    as numpy too; otherwise torch tensors.
+    as numpy too; otherwise torch tensors. `combine`: (T*C, ...) template-major prompt
+    embeddings, T -> the class table (default `ensemble`; SAM 3 keeps each template's prompt).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class VocabularyEncoder:
         cache: TextEmbeddingCache | None = None,
         memory_size: int = 16,
         numpy: bool = False,
+        combine: Callable[[torch.Tensor, int], torch.Tensor] = ensemble,
     ):
         self.encode = encode
         self.identity = identity
@@ -165,6 +167,7 @@ class VocabularyEncoder:
         self.cache = cache
         self.memory_size = memory_size
         self.numpy = numpy
+        self.combine = combine
         self._memory: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
     def __call__(self, names: Sequence[str]) -> torch.Tensor:
@@ -175,7 +178,7 @@ class VocabularyEncoder:
         disk_key = self.cache.key(self.identity, self.templates, key) if self.cache is not None else None
         embeds = self.cache.load(disk_key, numpy=self.numpy) if disk_key is not None else None
         if embeds is None:
-            embeds = ensemble(self.encode(prompts_for(self.templates, key)), len(self.templates))
+            embeds = self.combine(self.encode(prompts_for(self.templates, key)), len(self.templates))
             if disk_key is not None:
                 self.cache.save(disk_key, embeds)
         self._memory[key] = embeds

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .backends.base import RegionScores
+from .instance_masks import Masks
 from .merging import merge_passes
 from .structures import Detections
 
@@ -120,7 +121,8 @@ def detect_tiled(
                 dets = finalise(cand)
                 shift = np.asarray([window[0], window[1]] * 2, dtype=np.float32)
                 xyxy = dets.xyxy + shift
-                parts.append(replace(dets, xyxy=xyxy, image_size=(height, width)))
+                masks = None if dets.masks is None else dets.masks.translate(int(window[0]), int(window[1]), (height, width))
+                parts.append(replace(dets, xyxy=xyxy, image_size=(height, width), masks=masks))
                 edges.append(touches_inner_edge(xyxy, window, height, width, tolerance))
             bar.update(len(chunk))
     found = Detections.concat(parts)
@@ -130,4 +132,7 @@ def detect_tiled(
     merged = merge_passes(found.xyxy, found.scores, found.class_ids, pass_ids, np.concatenate(edges), passes,
                           settings.merge, settings.metric, settings.merge_iou, class_agnostic)
     out = replace(found[merged.keep], xyxy=merged.xyxy)
+    if found.masks is not None and any(len(a) for a in merged.absorbed):  # a merged box has the union mask
+        unions = [found.masks.union([k, *a]) for k, a in zip(merged.keep.tolist(), merged.absorbed)]
+        out = replace(out, masks=Masks.concat(unions))
     return out[np.argsort(-out.scores, kind="stable")[:max_detections]]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .errors import ExemplarError
 from .exemplars import Example, ExemplarEncoder, Vocabulary, blend, resolve_vocabulary
-from .text import VocabularyEncoder, validate_vocabulary
+from .text import VocabularyEncoder, ensemble, validate_vocabulary
 
 if TYPE_CHECKING:  # an ONNX export's tables are numpy arrays, without torch
     import torch
@@ -69,9 +69,12 @@ class ClassTable:
                  numpy: bool = False):
         self.backend, self.numpy = backend, numpy
         self.example_weight, self.backend_name = example_weight, backend_name
-        # resolved through the backend at call time, so tests and tools may wrap encode_text
+        # resolved through the backend at call time, so tests and tools may wrap encode_text; a
+        # backend whose classes are not single vectors (SAM 3: token features per prompt) says
+        # how its template prompts form the class table, and takes the vocabulary whole
         self.text = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, templates, text_cache,
-                                      numpy=numpy)
+                                      numpy=numpy, combine=getattr(backend, "ensemble_prompts", ensemble))
+        self.prompts = getattr(backend, "vocabulary_prompts", None)
         self.exemplars: ExemplarEncoder | None = None
         if hasattr(backend, "embed_exemplars"):
             self.exemplars = ExemplarEncoder(lambda i, b: self.backend.embed_exemplars(i, b),
@@ -85,11 +88,18 @@ class ClassTable:
         return self._on_device(self.text(tuple(names)))
 
     def embed(self, vocab: Vocabulary, negatives: tuple[str, ...] = ()) -> torch.Tensor:
-        """(C + K, D): the vocabulary's classes, then the K negative prompts."""
+        """(C + K, D): the vocabulary's classes, then the K negative prompts (for a backend
+        with `vocabulary_prompts`, with Examples or negatives: what that returns)."""
+        if self.prompts is not None and (vocab.has_examples or negatives):
+            texts = vocab.text_names + negatives
+            return self.prompts(self.names_table(texts) if texts else None, vocab, negatives)
         if not vocab.has_examples:
             return self.names_table(vocab.names + negatives)
         import torch
 
+        if any(e.negative for e in vocab.all_examples):
+            raise ExemplarError(f"backend {self.backend_name!r} cannot take negative examples (SAM 3 can): "
+                                "drop ':negative' / negative=True")
         if self.exemplars is None:
             raise ExemplarError(f"backend {self.backend_name!r} cannot take image exemplars (its head reads text "
                                 "embeddings only): use an OWL or CLIP model for classes shown by example")

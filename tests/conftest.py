@@ -53,6 +53,12 @@ def tiny_clip512(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam3(tmp_path_factory) -> Path:
+    """A tiny random SAM 3 (Sam3Model, 112 px, 20 queries) saved with save_pretrained."""
+    return make_tiny_models.make_sam3(tmp_path_factory.mktemp("tiny") / "sam3")
+
+
+@pytest.fixture(scope="session")
 def tiny_owlv2(tiny_models) -> Path:
     return tiny_models["owlv2"]
 
@@ -116,13 +122,13 @@ def _no_run_folders_in_the_checkout():
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory, tiny_models, tiny_clip, tiny_clip512) -> Path:
+def tiny_dir(tmp_path_factory, tiny_models, tiny_clip, tiny_clip512, tiny_sam3) -> Path:
     """What `python tools/make_tiny_models.py DIR` writes, from the session's tiny checkpoints:
-    owlvit/, owlv2/, clip/, clip512/, yolo.pt, yolo-world.pt, the composite configs and
+    owlvit/, owlv2/, clip/, clip512/, sam3/, yolo.pt, yolo-world.pt, the composite configs and
     weights/ (every preset name linked to a tiny checkpoint, for OVDET_WEIGHTS)."""
     out = tmp_path_factory.mktemp("tiny-dir")
     for name, target in (("owlvit", tiny_models["owlvit"]), ("owlv2", tiny_models["owlv2"]), ("clip", tiny_clip),
-                         ("clip512", tiny_clip512)):
+                         ("clip512", tiny_clip512), ("sam3", tiny_sam3)):
         (out / name).symlink_to(target, target_is_directory=True)
     make_tiny_models.make_yolo(out / "yolo.pt")
     make_tiny_models.make_yolo(out / "yolo-world.pt", world=True)

@@ -30,6 +30,9 @@ Sections:
           ultralytics' own `predict` on the same checkpoint
   onnx    the same OWL detection through an `ovdet export` folder on onnxruntime (CPU, fp32 graphs)
           vs ovdet's torch bf16 and fp32 paths, one process, interleaved
+  sam3    SAM 3 (full size, random weights, --sam3-size px) on one photo, 1, 10 and 80 classes:
+          ovdet (one vision pass, all prompts batched) vs transformers once per class, and
+          ovdet's split into vision encoder, text, DETR and masks (tools/bench_sam3.py)
   tiles   sliced inference: tiles/s of a 2560x1920 image in 640 px tiles, batched (--tile-batch)
           vs one tile per forward pass; peak RSS and time of `ovdet detect` on a 20000 x 20000
           PNG, whole and in --huge-tile tiles (fresh processes)
@@ -625,8 +628,15 @@ def bench_onnx(args, work: Path) -> dict:
 # -- CLIP regions -----------------------------------------------------------------------------
 
 
+def bench_sam3(args, work: Path) -> dict:
+    import bench_sam3
+
+    return bench_sam3.bench_sam3(args, interleaved, test_image(), make_tiny_models.clip_tokenizer(32))
+
+
 SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
-            "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video, "onnx": bench_onnx}
+            "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video, "onnx": bench_onnx,
+            "sam3": bench_sam3}
 
 
 def main(argv=None) -> int:
@@ -644,6 +654,12 @@ def main(argv=None) -> int:
     parser.add_argument("--tile-batch", type=int, default=8, help="tiles per forward pass, batched mode of `tiles`")
     parser.add_argument("--huge-side", type=int, default=20000, help="side of the huge PNG of `tiles`")
     parser.add_argument("--huge-tile", type=int, default=2000, help="tile side for the huge PNG, tiled")
+    parser.add_argument("--sam3-size", type=int, default=560, help="sam3: input side in px (the checkpoint's: 1008)")
+    parser.add_argument("--sam3-classes", default="1,10,80", help="sam3: class counts to time")
+    parser.add_argument("--sam3-reference-max", type=int, default=10,
+                        help="sam3: most classes run through transformers per class (beyond: extrapolated)")
+    parser.add_argument("--sam3-precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--sam3-reps", type=int, default=1)
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

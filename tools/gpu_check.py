@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One prepared command for a CUDA machine: the CUDA tests, then the GPU benchmarks.
 
-    python tools/gpu_check.py                 # everything, about 5-7 minutes on one GPU
+    python tools/gpu_check.py                 # everything, about 7-9 minutes on one GPU
     python tools/gpu_check.py --skip-bench    # the tests only
     python tools/gpu_check.py --out gpu.json  # the figures as JSON too
 
@@ -16,6 +16,8 @@
      yolo         YOLO-World-S and the YOLO proposer vs ultralytics' predict (half=True)
      owl-direct   OWL-ViT B/32 end to end vs the direct transformers call, 20 classes
      video        `ovdet video` on a 720p clip vs the detector's own frames/s
+     sam3         SAM 3 full size at 1008 px in bf16, 1, 10 and 80 classes: ovdet vs transformers
+                  once per class (all 80 run), and ovdet's vision / text / DETR / masks split
 Stops with exit status 1 when a test fails; a benchmark that fails or runs out of time is
 reported and the others still run. Needs no network (random full-size weights).
 """
@@ -33,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (name, bench.py arguments, seconds allowed): sized so that the whole run stays under 8 min
+# (name, bench.py arguments, seconds allowed): sized so that the whole run stays under 10 min
 BENCHES = [
     ("owlv2-b16-batch16", ["--only", "peak,owl", "--owl", "owlv2-b16", "--batch", "16", "--reps", "5"], 110),
     ("owlv2-b16-batch16-compiled", ["--only", "owl", "--owl", "owlv2-b16", "--batch", "16", "--reps", "5",
@@ -41,6 +43,8 @@ BENCHES = [
     ("yolo", ["--only", "yolo", "--reps", "10"], 60),
     ("owl-direct", ["--only", "owl-direct", "--reps", "10"], 45),
     ("video", ["--only", "video", "--reps", "2", "--video-frames", "96"], 60),
+    ("sam3-1008-bf16", ["--only", "sam3", "--sam3-size", "1008", "--sam3-precision", "bf16", "--sam3-classes",
+                        "1,10,80", "--sam3-reference-max", "80", "--sam3-reps", "2"], 150),
 ]
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write tiny, randomly initialised checkpoints of every model family ovdet runs, for offline
-trials and tests: OWL-ViT, OWLv2, CLIP, an ultralytics YOLO and a YOLO-World.
+trials and tests: OWL-ViT, OWLv2, CLIP, SAM 3, an ultralytics YOLO and a YOLO-World.
 
     python tools/make_tiny_models.py /tmp/tiny
     ovdet detect examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/owlv2
@@ -9,7 +9,7 @@ trials and tests: OWL-ViT, OWLv2, CLIP, an ultralytics YOLO and a YOLO-World.
     OVDET_WEIGHTS=/tmp/tiny/weights ovdet detect examples/chelsea.jpg --classes cat --model clip-b16-yolo-proposals
 
 Written into the folder:
-  owlvit/, owlv2/, clip/ (32-d joint space), clip512/ (512-d: YOLO-World's text width)
+  owlvit/, owlv2/, clip/ (32-d joint space), clip512/ (512-d: YOLO-World's text width), sam3/
       transformers checkpoints (config.json, model.safetensors, tokenizer and image-processor
       files) written by `save_pretrained`, loaded by ovdet exactly as hub checkpoints are;
   yolo.pt, yolo-world.pt
@@ -177,6 +177,46 @@ def make_clip(out_dir: Path, seed: int = 0, projection_dim: int = 32, image_size
 TINY_YOLO_SCALE = [0.33, 0.0625, 256]  # depth, width, max channels (ultralytics' `scales` entry)
 
 
+# SAM 3 at its smallest (see DESIGN.md): every part 32 wide, 112 px input (8 x 8 patches of 14),
+# 20 queries; the processor pads prompts to 32 tokens, so the text tower takes 32 positions
+SAM3_TINY = dict(
+    vision_config=dict(backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=2, image_size=112, patch_size=14,
+                                            window_size=4, global_attn_indexes=[1], pretrain_image_size=112),
+                       backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32),
+    text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     max_position_embeddings=32, projection_dim=32),
+    geometry_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64),
+    detr_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64),
+    detr_decoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64, num_queries=20),
+    mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
+)
+
+
+def make_sam3(out_dir: Path, seed: int = 0, image_size: int = 112) -> Path:
+    """Save a tiny random SAM 3 (transformers Sam3Model + Sam3Processor) to `out_dir`; its
+    scoring and presence heads are scaled so that scores spread over (0, 1)."""
+    import copy
+
+    import torch
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    torch.manual_seed(seed)
+    model = Sam3Model(Sam3Config(**copy.deepcopy(SAM3_TINY))).eval()
+    with torch.no_grad():  # random heads give logits near 0 (every score 0.25): spread them
+        model.dot_product_scoring.query_proj.weight.mul_(40.0)
+        model.detr_decoder.presence_head.layer3.weight.mul_(40.0)
+        model.mask_decoder.mask_embedder.layers[-1].weight.mul_(1e4)  # mask logits of a few units
+    side = image_size // 14 * 4  # the finest FPN level: 4x the patch grid
+    processor = Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": image_size, "width": image_size},
+                                                                 mask_size={"height": side, "width": side}),
+                              tokenizer=clip_tokenizer(32))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
 def _tiny_ultralytics_yaml(template: str, out_dir: Path) -> Path:
     """ultralytics' model YAML `template` (e.g. "yolov8.yaml") with only a tiny "n" scale,
     written as <stem>n-tiny.yaml (ultralytics reads the scale letter from the file name)."""
@@ -265,7 +305,7 @@ def preset_layout(out: Path) -> dict[str, Path]:
                 continue
             if weights.endswith(".pt"):
                 layout[weights] = out / ("yolo-world.pt" if "world" in weights else "yolo.pt")
-        family = {"owl": "owlv2" if "owlv2" in cfg.weights else "owlvit", "clip": "clip512"}.get(cfg.backend)
+        family = {"owl": "owlv2" if "owlv2" in cfg.weights else "owlvit", "clip": "clip512", "sam3": "sam3"}.get(cfg.backend)
         if family is not None:
             layout[name] = out / family
     return layout
@@ -304,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {make_owl(kind, args.out / kind, seed=args.seed)}")
     print(f"wrote {make_clip(args.out / 'clip', seed=args.seed)}")
     print(f"wrote {make_clip(args.out / 'clip512', seed=args.seed, projection_dim=512)}")
+    print(f"wrote {make_sam3(args.out / 'sam3', seed=args.seed)}")
     print(f"wrote {make_yolo(args.out / 'yolo.pt', seed=args.seed)}")
     print(f"wrote {make_yolo(args.out / 'yolo-world.pt', world=True, seed=args.seed)}")
     for path in write_composite_configs(args.out).values():

@@ -38,11 +38,18 @@ def _build_yolo_world(cfg: DetectorConfig, device: torch.device, dtype: torch.dt
     return build_yolo_world(cfg, device, dtype)
 
 
+def _build_sam3(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
+    from .sam3 import build_sam3
+
+    return build_sam3(cfg, device, dtype)
+
+
 # backend name -> builder(config, device, dtype); each builder locates its own checkpoints
 BUILDERS: dict[str, Callable[[DetectorConfig, torch.device, torch.dtype], Backend]] = {
     "owl": _build_owl,
     "clip": _build_clip,
     "yolo_world": _build_yolo_world,
+    "sam3": _build_sam3,
 }
 
 def build_backend(cfg: DetectorConfig) -> Backend:
@@ -67,6 +74,8 @@ MODEL_TYPES: dict[str, tuple[str, str]] = {
     "owlvit": ("owl", "owlvit-b32"),
     "owlv2": ("owl", "owlv2-b16"),
     "clip": ("clip", "clip-b32"),  # a bare CLIP folder needs no other checkpoint
+    "sam3": ("sam3", "sam3"),
+    "sam3_lite_text": ("sam3", "sam3"),
 }
 
 
