@@ -88,6 +88,8 @@ def resolve_model(uri: str, model: str | None, manifest: dict | None, device: st
     from ..defaults import DEFAULT_DETECTOR
 
     name = model or (manifest or {}).get("model") or DEFAULT_DETECTOR
+    if os.path.exists(str(name)):  # a YAML or checkpoint folder: recorded so that any folder finds it
+        name = os.path.abspath(str(name))
     config = resolve_config(name, device=device, **{k: v for k, v in overrides.items() if v is not None})
     if manifest is not None:
         check_model(manifest, index_identity(config), uri)

@@ -79,7 +79,7 @@ def score_candidates(detector, rows: dict[str, np.ndarray], class_embeds, num_cl
     from ..scoring import drop_negatives
 
     vectors = torch.from_numpy(np.array(rows["vector"], np.float32)).to(detector.device)
-    obj_np = np.asarray(rows["objectness"], np.float32)
+    obj_np = np.array(rows["objectness"], np.float32)
     objectness = None if np.isnan(obj_np).all() else torch.from_numpy(obj_np).to(detector.device)
     scores, raw = detector.backend.score_rows(vectors, objectness, class_embeds)
     best = drop_negatives(scores, num_classes).max(dim=1).values if len(scores) else scores.new_zeros(0)

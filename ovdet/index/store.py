@@ -34,7 +34,7 @@ class IndexDatabaseError(OvdetError, ValueError):
 
 def import_lancedb():
     # LanceDB's Rust core logs routine notes ("No existing dataset ... will be created") as warnings
-    os.environ.setdefault("LANCE_LOG", "error")
+    os.environ.setdefault("LANCEDB_LOG", "error")
     try:
         import lancedb
     except ImportError as exc:
