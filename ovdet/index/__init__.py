@@ -3,6 +3,6 @@
 them with the model's class head for any query (see docs/search.md).
 
 Modules: store (tables, manifest), rows (images -> rows), build (incremental indexing),
-ray_engine (indexing on Ray Data), ann (IVF-PQ index), search (query -> hits), sheet (contact
+ray_engine (indexing on Ray Data), ann (the ANN index: IVF-SQ or IVF-PQ), search (query -> hits), sheet (contact
 sheet), api (`ovdet.Index`), command / search_command (the CLI).
 """

@@ -1,4 +1,9 @@
-"""The approximate-nearest-neighbour path: an IVF-PQ index (LanceDB) on the regions' vectors.
+"""The approximate-nearest-neighbour path: an IVF index (LanceDB) on the regions' vectors.
+
+Kinds: "ivf_sq" (default: inverted lists of 8-bit scalar-quantised vectors) or "ivf_pq"
+(product quantisation, E / 16 bytes a region). On the fp16 vectors of width 513 that OWL B/16
+stores, LanceDB trains and encodes IVF-PQ about 25x slower than IVF-SQ on a CPU (141 s vs 5.5 s
+for 100,000 regions on 2 cores; ~25 minutes for a million), hence the default.
 
 The vectors are stored so that a region's dot product with the query vector is the class
 head's logit (OWL) or cosine (CLIP regions): see the backends' `region_rows`. The ANN index
@@ -17,8 +22,9 @@ import numpy as np
 
 from .store import Store
 
-DEFAULT_ANN_MIN_ROWS = 200_000  # regions; a full scan of 200k fp16 rows takes ~0.2 s on 2 CPU cores
+DEFAULT_ANN_MIN_ROWS = 200_000  # regions: a full scan of 10,000 takes ~0.2 s on 2 CPU cores (docs/search.md)
 SUBVECTOR_DIM = 16  # dimensions per PQ sub-vector (8-bit codes: E / 16 bytes per region in the index)
+ANN_KINDS = ("ivf_sq", "ivf_pq")
 REFINE_FACTOR = 10  # PQ candidates re-ranked on the stored vectors per result asked for
 
 
@@ -34,21 +40,26 @@ def num_sub_vectors(width: int) -> int:
 
 
 def num_partitions(rows: int) -> int:
-    return max(1, int(math.sqrt(rows)))
+    return max(1, int(math.sqrt(rows) / 2))
 
 
-def build_ann(store: Store) -> None:
-    """(Re)build the IVF-PQ index over all regions now (a k-means on a sample, then every
-    vector's PQ code)."""
-    from lancedb.index import IvfPq
+def build_ann(store: Store, kind: str = "ivf_sq") -> None:
+    """(Re)build the ANN index over all regions now: k-means of a sample into
+    `num_partitions` lists, then every vector's list and code."""
+    from lancedb.index import IvfPq, IvfSq
 
-    rows = store.regions.count_rows()
-    config = IvfPq(distance_type="dot", num_partitions=num_partitions(rows),
-                   num_sub_vectors=num_sub_vectors(store.manifest["width"]), sample_rate=64, max_iterations=20)
+    if kind not in ANN_KINDS:
+        raise ValueError(f"ANN index kind must be one of {ANN_KINDS}, got {kind!r}")
+    partitions = num_partitions(store.regions.count_rows())
+    if kind == "ivf_pq":
+        config = IvfPq(distance_type="dot", num_partitions=partitions,
+                       num_sub_vectors=num_sub_vectors(store.manifest["width"]), sample_rate=64, max_iterations=20)
+    else:
+        config = IvfSq(distance_type="dot", num_partitions=partitions, sample_rate=64, max_iterations=20)
     store.regions.create_index("vector", config=config, replace=True)
 
 
-def refresh_ann(store: Store, min_rows: int, changed: bool) -> bool:
+def refresh_ann(store: Store, min_rows: int, changed: bool, kind: str = "ivf_sq") -> bool:
     """After a run: compact the tables when they changed (many small appends), build the ANN
     index once the regions reach `min_rows`, or fold new rows into an existing one (LanceDB's
     optimize indexes the new fragments without retraining). Returns whether there is one."""
@@ -57,7 +68,7 @@ def refresh_ann(store: Store, min_rows: int, changed: bool) -> bool:
             table.optimize()
     exists = has_ann(store)
     if not exists and store.regions.count_rows() >= min_rows:
-        build_ann(store)
+        build_ann(store, kind)
         return True
     return exists
 

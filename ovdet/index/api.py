@@ -39,12 +39,16 @@ class Index:
         return self.detector
 
     def add(self, paths: str | Sequence[str], *, regions: int | None = None, dtype: str | None = None,
-            progress: bool = False, ann_min_rows: int | None = None) -> IndexReport:
+            progress: bool = False, ann_min_rows: int | None = None, ann_kind: str = "ivf_sq") -> IndexReport:
         """Index image files, folders or globs: new or changed images are encoded, the rest
-        left alone. Returns what was done (`IndexReport`: `encoded`, `unchanged`, ...)."""
+        left alone. `regions` per image and the vector `dtype` ("fp16", "fp32") are fixed when
+        the index is created; from `ann_min_rows` regions on an ANN index of `ann_kind`
+        ("ivf_sq", "ivf_pq") is built. Returns what was done (`IndexReport`: `encoded`,
+        `unchanged`, ...)."""
         sources = [paths] if isinstance(paths, (str, Path)) else list(paths)
         return build_index(self.uri, [str(s) for s in sources], self.model, regions=regions, dtype=dtype,
-                           progress=progress, ann_min_rows=ann_min_rows, detector=self.get_detector())
+                           progress=progress, ann_min_rows=ann_min_rows, ann_kind=ann_kind,
+                           detector=self.get_detector())
 
     def search(self, query: str | Iterable[Any], top: int = 20, threshold: float | None = None,
                negatives: str | Iterable[str] | None = None, ann: bool | None = None) -> list[Hit]:

@@ -4,7 +4,7 @@ An image is (re)encoded when its path is new or its size or modification time ch
 others are left as they are. Chunks of `batch_size` images are encoded and appended one at a
 time (regions, then the image rows that mark them done), so a run killed at any point loses
 at most the chunk in flight: the next run drops its orphan regions and encodes it again.
-Above `ann_min_rows` regions an IVF-PQ index is (re)built at the end of the run (`ann.py`).
+From `ann_min_rows` regions on, an ANN index is built at the end of the run (`ann.py`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def resolve_model(uri: str, model: str | None, manifest: dict | None, device: st
 
 def build_index(uri: str, sources: Sequence[str], model: str | None = None, *, regions: int | None = None,
                 dtype: str | None = None, engine: str = "local", device: str | None = None, progress: bool = True,
-                ann_min_rows: int | None = None, detector=None, ray_options: dict | None = None,
+                ann_min_rows: int | None = None, ann_kind: str = "ivf_sq", detector=None,
+                ray_options: dict | None = None,
                 on_chunk: Callable[[int], None] | None = None, **overrides) -> IndexReport:
     """Index (or update the index of) the images named by `sources` into the database `uri`.
 
@@ -164,7 +165,7 @@ def build_index(uri: str, sources: Sequence[str], model: str | None = None, *, r
                 write(encode_chunk(detector, chunk, keep))
     if store is not None:
         report.ann = refresh_ann(store, DEFAULT_ANN_MIN_ROWS if ann_min_rows is None else ann_min_rows,
-                                 changed=report.encoded > 0 or report.changed > 0)
+                                 changed=report.encoded > 0 or report.changed > 0, kind=ann_kind)
         report.images, report.regions = store.count()
     report.seconds = time.perf_counter() - start
     return report

@@ -41,7 +41,10 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="stored vector precision (default fp16; fp32 doubles the size and gives scores equal to "
                         "ovdet detect's to float precision; fixed at creation)")
     p.add_argument("--ann-min-rows", type=int, metavar="N",
-                   help="build the IVF-PQ ANN index once the index holds N regions (default 200000)")
+                   help="build the ANN index once the index holds N regions (default 200000)")
+    p.add_argument("--ann-index", choices=["ivf_sq", "ivf_pq"], default="ivf_sq",
+                   help="ANN index kind: IVF with 8-bit scalar quantisation (default) or product quantisation "
+                        "(smaller, much slower to build on fp16 vectors)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
     p.add_argument("--batch-size", type=int, help="images per forward pass (and per write)")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                    "cpus_per_worker": args.cpus_per_worker, "address": args.ray_address, "quiet": not args.debug}
     report = build_index(args.db, args.sources, args.model, regions=args.regions, dtype=args.vectors,
                          engine=args.engine, device=args.device, progress=not args.no_progress,
-                         ann_min_rows=args.ann_min_rows, ray_options=ray_options, **config_overrides(args))
+                         ann_min_rows=args.ann_min_rows, ann_kind=args.ann_index, ray_options=ray_options, **config_overrides(args))
     for path, reason in report.skipped:
         print(f"ovdet: skipped {path}: {reason}", file=sys.stderr)
     if args.json:
