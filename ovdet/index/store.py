@@ -136,7 +136,7 @@ class Store:
     # -- contents ------------------------------------------------------------------------------
     def known(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every image in the index."""
-        t = self.images.to_arrow().select(["path", "size", "mtime_ns"])
+        t = self.images.search().select(["path", "size", "mtime_ns"]).limit(None).to_arrow()
         return dict(zip(t["path"].to_pylist(), zip(t["size"].to_pylist(), t["mtime_ns"].to_pylist())))
 
     def count(self) -> tuple[int, int]:
@@ -161,7 +161,7 @@ class Store:
     def drop_orphans(self) -> int:
         """Delete regions whose image row is missing (a run killed between the two writes);
         returns how many images they belonged to."""
-        done = set(self.images.to_arrow().column("image_id").to_pylist())
+        done = set(self.images.search().select(["image_id"]).limit(None).to_arrow().column("image_id").to_pylist())
         ids: set[int] = set()
         for batch in self.scan(["image_id"]):
             ids.update(np.unique(batch.column("image_id").to_numpy()).tolist())
