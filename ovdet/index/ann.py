@@ -64,11 +64,11 @@ def refresh_ann(store: Store, min_rows: int, changed: bool, kind: str = "ivf_sq"
     index once the regions reach `min_rows`, or fold new rows into an existing one (LanceDB's
     optimize indexes the new fragments without retraining). Returns whether there is one."""
     if changed:
-        for table in (store.images, store.regions):
-            table.optimize()
+        store.compact()
     exists = has_ann(store)
     if not exists and store.regions.count_rows() >= min_rows:
         build_ann(store, kind)
+        store.compact()  # the index build is a new version too
         return True
     return exists
 

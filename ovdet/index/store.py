@@ -170,6 +170,19 @@ class Store:
             self.regions.delete(f"image_id IN ({', '.join(map(str, chunk))})")
         return len(orphans)
 
+    def compact(self) -> None:
+        """Merge the small fragments that chunked appends leave and delete the table versions
+        they replace (without this a folder holds every row twice after a run). Readers that
+        still hold an older version (a search started before) may fail and retry; two
+        `ovdet index` runs on one database at a time are not supported anyway."""
+        import warnings
+        from datetime import timedelta
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # LanceDB's note on exactly that
+            for table in (self.images, self.regions):
+                table.optimize(cleanup_older_than=timedelta(0))
+
     def scan(self, columns: list[str], batch_rows: int = 65536) -> Iterator[Any]:
         """The regions table, `columns` only, as pyarrow RecordBatches of about `batch_rows`."""
         reader = self.regions.search().select(columns).limit(None).to_batches(batch_rows)
