@@ -153,3 +153,18 @@ def test_serve_search(owlv2_db, tiny_owlv2):
         assert bad.status_code == 400 and bad.json()["error"] == "bad_query"
         assert "search-query" in c.get("/").text
     assert Store.open(owlv2_db).count()[0] == 2
+
+
+def test_clip_region_preset_scores_equal_detect_scores(tiny_clip, tiny_owlv2, photos, tmp_path):
+    """A CLIP-region preset stores the proposer's boxes and their pooled CLIP embeddings."""
+    config = tmp_path / "clip.yaml"
+    config.write_text(f"backend: clip\nweights: {tiny_clip}\nproposer: owlv2\nproposer_weights: {tiny_owlv2}\n"
+                      "proposals: 20\nregion_mode: pooled\ndense_size: 224\nscoring: softmax\ntemplates: photo\n"
+                      "threshold: 0.0\nnms_iou: 1.0\nmax_detections: 1000\nprecision: fp32\n")
+    index = ovdet.Index(tmp_path / "db", model=str(config))
+    report = index.add(photos, dtype="fp32")
+    assert (report.encoded, report.regions) == (2, 40)
+    hits = index.search("cat,dog", top=1000)
+    detector = index.get_detector()
+    pairs = matched(hits, {p: detector.detect(p, ["cat", "dog"]) for p in photos})
+    assert len(pairs) == 40 and np.abs(pairs[:, 0] - pairs[:, 1]).max() < 1e-5

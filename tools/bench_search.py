@@ -60,7 +60,8 @@ def cluster_recall(store, centres: np.ndarray, path: Path, queries: int = 10) ->
     from ovdet.index.store import vectors_of
 
     rng = np.random.default_rng(1)
-    q = centres[rng.integers(0, len(centres), queries)] + 0.5 * rng.standard_normal((queries, centres.shape[1]), dtype=np.float32)
+    q = centres[rng.integers(0, len(centres), queries)]
+    q = q + 0.5 * rng.standard_normal(q.shape, dtype=np.float32)
     best = [np.full(10, -np.inf) for _ in range(queries)]
     for batch in store.scan(["vector"]):  # the exact top-10 dot products, batch by batch
         dots = vectors_of(batch.column("vector")).astype(np.float32) @ q.T
