@@ -131,6 +131,11 @@ def test_search_cli_json_and_contact_sheet(owlv2_db, photos, tmp_path, capsys):
 
     with Image.open(sheet) as im:
         assert im.size == (5 * 256, 2 * 256)
+    # whole images by their stored image vector: cosines, best first, each image once
+    assert main(["search", "cat", "--db", owlv2_db, "--images", "--json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert sorted(h["image"] for h in ranked) == sorted(photos)
+    assert ranked[0]["similarity"] >= ranked[1]["similarity"] and all(-1 <= h["similarity"] <= 1 for h in ranked)
 
 
 def test_serve_search(owlv2_db, tiny_owlv2):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .build import IndexReport, build_index, resolve_model
-from .search import Hit, search_index
+from .search import Hit, ImageHit, search_images, search_index
 from .store import Store
 
 
@@ -56,6 +56,11 @@ class Index:
         `ovdet.Example`s, best first (see `ovdet.index.search.search_index`)."""
         return search_index(Store.open(self.uri), self.get_detector(), query, top=top, threshold=threshold,
                             negatives=negatives, ann=ann)
+
+    def search_images(self, query: str | Iterable[Any], top: int = 20) -> list[ImageHit]:
+        """Whole images ranked by the cosine of their stored image vector to the query (coarse;
+        `search` finds and scores the regions)."""
+        return search_images(Store.open(self.uri), self.get_detector(), query, top=top)
 
     def __len__(self) -> int:
         return Store.open(self.uri).count()[0]

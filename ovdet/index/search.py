@@ -155,3 +155,38 @@ def finalise_hits(store: Store, detector, cands: dict[str, np.ndarray], names: t
             hits.append(Hit(info["path"], tuple(float(v) for v in box), float(score), names[int(cid)], float(raw), size))
     hits.sort(key=lambda h: (-h.score, h.path, h.box))
     return hits[:top]
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    """One whole-image result: `similarity` is the cosine between the query's embedding and
+    the image's vector (the normalised mean of its region embeddings), not a detection score."""
+
+    path: str
+    similarity: float
+    class_name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        from ..records import SCORE_DECIMALS
+
+        return {"image": self.path, "similarity": round(self.similarity, SCORE_DECIMALS), "class_name": self.class_name}
+
+
+def search_images(store: Store, detector, classes: str | Iterable[Any], top: int = 20) -> list[ImageHit]:
+    """Rank whole images by their stored image vector against each class of `classes` (a
+    coarse, FiftyOne-style similarity; region hits are `search_index`'s). Best first."""
+    import torch
+
+    from .rows import check_backend
+
+    check_backend(detector)
+    resolved = detector.resolve_classes(classes, ())
+    # unit queries and image vectors in the regions' space (OWL: [q, 1] against [mean, 0]): cosines
+    queries = detector.backend.query_vectors(detector.class_table.embed(resolved.vocabulary, resolved.negatives))
+    table = store.images.search().select(["path", "vector"]).limit(None).to_arrow()
+    vectors = torch.from_numpy(np.array(vectors_of(table.column("vector")), np.float32))
+    sims = vectors @ queries.float().cpu().T  # (images, C)
+    best, cls = sims.max(dim=1) if len(sims) else (sims.new_zeros(0), sims.new_zeros(0, dtype=torch.long))
+    paths = table.column("path").to_pylist()
+    order = torch.argsort(best, descending=True)[:top].tolist()
+    return [ImageHit(paths[i], float(best[i]), resolved.names[int(cls[i])]) for i in order]

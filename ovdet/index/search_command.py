@@ -45,6 +45,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exact", action="store_true", help="score every stored region, even when there is an ANN index")
     mode.add_argument("--ann", action="store_true", help="use the ANN index (an error when the index has none)")
+    p.add_argument("--images", action="store_true",
+                   help="rank whole images by their stored image vector (cosine) instead of finding regions")
     p.add_argument("--json", action="store_true", help="print the hits as JSON on stdout")
     p.add_argument("--sheet", metavar="IMAGE.png", help="write a contact sheet of the hits with their boxes drawn")
     return p
@@ -67,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
 
     index = Index(args.db, model=args.model, device=args.device, **config_overrides(args))
     query = (*names, *examples)
+    if args.images:
+        found = index.search_images(query, top=args.top)
+        if args.json:
+            print(json.dumps([h.as_dict() for h in found], indent=2))
+        for h in found if not args.json else ():
+            print(f"{h.similarity:.4f}  {h.class_name}  {h.path}")
+        return EXIT_OK
     hits = index.search(query, top=args.top, threshold=args.threshold, ann=True if args.ann else (False if args.exact else None))
     if args.json:
         print(json.dumps([h.as_dict() for h in hits], indent=2))
