@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # kills its own process right after the regions of the third chunk are written
 KILLED_RUN = """
 import os, signal, sys
-from ovdet.index import store
+from ovdet.index import build, store
+build.FLUSH_SECONDS = 0  # append every forward batch: the kill lands between batches
 original = store.Store.add
 calls = []
 def add(self, regions, images):

@@ -29,6 +29,14 @@ class EncodedChunk:
     images: list[dict[str, Any]]
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
+    @classmethod
+    def merge(cls, chunks: Sequence["EncodedChunk"]) -> "EncodedChunk":
+        """One chunk holding the rows of `chunks` (all with images), in order."""
+        if len(chunks) == 1:
+            return chunks[0]
+        regions = {k: np.concatenate([c.regions[k] for c in chunks]) for k in chunks[0].regions}
+        return cls(regions, [im for c in chunks for im in c.images], [s for c in chunks for s in c.skipped])
+
     @property
     def width(self) -> int:
         return int(self.regions["vector"].shape[1])
