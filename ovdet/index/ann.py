@@ -22,7 +22,7 @@ import numpy as np
 
 from .store import Store
 
-DEFAULT_ANN_MIN_ROWS = 200_000  # regions: a full scan of 10,000 takes ~0.2 s on 2 CPU cores (docs/search.md)
+DEFAULT_ANN_MIN_ROWS = 200_000  # regions: a full scan of that many takes ~0.5 s on 2 CPU cores (docs/search.md)
 SUBVECTOR_DIM = 16  # dimensions per PQ sub-vector (8-bit codes: E / 16 bytes per region in the index)
 ANN_KINDS = ("ivf_sq", "ivf_pq")
 REFINE_FACTOR = 10  # PQ candidates re-ranked on the stored vectors per result asked for
