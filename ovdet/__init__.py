@@ -24,6 +24,7 @@ _EXPORTS = {
     "DetectorConfig": "ovdet.config",
     "load_config": "ovdet.config",
     "OvdetError": "ovdet.errors",
+    "Index": "ovdet.index.api",  # search an image collection (LanceDB): `ovdet.Index(db).search("forklift")`
     "stream": "ovdet.video",  # video lives above the core: `ovdet.stream(detector, source, classes)`
 }
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .detector import Detector
     from .errors import OvdetError
     from .exemplars import Example
+    from .index.api import Index
     from .instance_masks import Masks
     from .structures import Detections
     from .video import stream
@@ -40,7 +42,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
 # submodules reachable as attributes after a plain `import ovdet` (`ovdet.adapters.to_records`,
 # `ovdet.draw.annotate`), imported on first use like the names above
 _SUBMODULES = ("adapters", "audit", "boxes", "classify", "clip", "config", "detector", "draw", "errors", "eval",
-               "explain", "io", "structures", "text", "video", "weights")
+               "explain", "index", "io", "structures", "text", "video", "weights")
 
 
 def __getattr__(name: str):
@@ -51,4 +53,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ovdet' has no attribute {name!r}")
 
 
-__all__ = ["Detector", "Detections", "Masks", "Example", "DetectorConfig", "OvdetError", "load_config", "stream", "__version__"]
+__all__ = ["Detector", "Detections", "Masks", "Example", "DetectorConfig", "Index", "OvdetError", "load_config", "stream",
+           "__version__"]

@@ -36,6 +36,9 @@ Sections:
   tiles   sliced inference: tiles/s of a 2560x1920 image in 640 px tiles, batched (--tile-batch)
           vs one tile per forward pass; peak RSS and time of `ovdet detect` on a 20000 x 20000
           PNG, whole and in --huge-tile tiles (fresh processes)
+  search  `ovdet index` / `ovdet search` (tools/bench_search.py): query latency over 10,000 and
+          1,000,000 stored regions, full scan vs IVF-PQ; bytes per image; indexing throughput vs
+          `detect` on the same images (--search-images, --search-rows)
 """
 
 from __future__ import annotations
@@ -634,9 +637,15 @@ def bench_sam3(args, work: Path) -> dict:
     return bench_sam3.bench_sam3(args, interleaved, test_image(), make_tiny_models.clip_tokenizer(32))
 
 
+def bench_search(args, work: Path) -> dict:
+    import bench_search as search  # tools/bench_search.py
+
+    return search.run(args, work, save_owl, CLASSES20)
+
+
 SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
             "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video, "onnx": bench_onnx,
-            "sam3": bench_sam3}
+            "sam3": bench_sam3, "search": bench_search}
 
 
 def main(argv=None) -> int:
@@ -660,6 +669,8 @@ def main(argv=None) -> int:
                         help="sam3: most classes run through transformers per class (beyond: extrapolated)")
     parser.add_argument("--sam3-precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--sam3-reps", type=int, default=1)
+    parser.add_argument("--search-images", type=int, default=16, help="images indexed vs detected (search)")
+    parser.add_argument("--search-rows", default="10000,1000000", help="stored regions for query latency (search)")
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -42,6 +42,28 @@ class CandidateMasks(Protocol):
         `image_size` = (height, width) (the original image's)."""
 
 
+@dataclass(frozen=True)
+class StoredRegions:
+    """One image's regions in the form a search index stores them (`region_rows` of a backend
+    that supports `ovdet index`): everything its class head needs to score them later against
+    any vocabulary, with the same scores as `predict`.
+
+    vectors: (N, E) float32 per-region vectors, `score_rows`'s input; their dot product with
+        `query_vectors(class_embeds)` is the backend's logit or similarity (what an ANN index
+        ranks by).
+    boxes: (N, 4) float32 xyxy pixels of the image as decoded, clipped; empty boxes left out.
+    objectness: (N,) float32 in [0, 1], or None when the model has none.
+    image_vector: (E,) float32, one vector for the whole image in the same space.
+    image_size: (height, width) of the image as decoded.
+    """
+
+    vectors: torch.Tensor
+    boxes: torch.Tensor
+    objectness: torch.Tensor | None
+    image_vector: torch.Tensor
+    image_size: tuple[int, int]
+
+
 class Backend(Protocol):
     """A model family. Text is encoded once per vocabulary; images once per call."""
 

@@ -27,7 +27,7 @@ from ..geometry import CLIP_MEAN_RGB, pad_to_square, square_crops, square_geomet
 from ..proposers import OwlObjectnessProposer, Proposals, Proposer, WindowProposer
 from ..scoring import Scorer
 from ..weights import locate
-from .base import RegionScores
+from .base import RegionScores, StoredRegions
 
 CROP_BATCH = 64  # crops per image-tower pass
 
@@ -148,6 +148,28 @@ class ClipRegionBackend:
         self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes: Sequence[Proposals] | None = None
     ) -> list[RegionScores]:
         return self.score(self.encode_images(images, boxes), class_embeds)
+
+    # -- stored regions (`ovdet index`) --------------------------------------------------------
+    def region_rows(self, features: RegionFeatures, keep: int) -> StoredRegions:
+        """One image's `encode_images` features -> its `keep` proposals of highest objectness
+        as `StoredRegions` (E = D: the unit region embeddings; image vector: their mean)."""
+        p = features.proposals
+        top = p.objectness.float().topk(min(keep, len(p.objectness))).indices
+        embeds = features.embeds.float()
+        image_vector = torch.nn.functional.normalize(embeds.mean(dim=0), dim=0) if len(embeds) else embeds.new_zeros(embeds.shape[1])
+        return StoredRegions(embeds[top.to(embeds.device)], p.boxes[top].float(), p.objectness[top].float(),
+                             image_vector, features.image_size)
+
+    def query_vectors(self, class_embeds: torch.Tensor) -> torch.Tensor:
+        """(C, D) unit class embeddings -> the same: a region's cosine is its dot product."""
+        return class_embeds.float()
+
+    def score_rows(self, vectors: torch.Tensor, objectness: torch.Tensor | None,
+                   class_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) stored vectors, (N,) objectness + (C, D) class embeddings -> (N, C) scores
+        and cosines, as `score` computes them (in float32 here)."""
+        sims = vectors.float() @ self.query_vectors(class_embeds).T
+        return self.scorer(sims, objectness), sims
 
 
 def build_proposer(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Proposer | None:

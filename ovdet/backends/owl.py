@@ -38,7 +38,7 @@ from ..errors import ConfigError, OvdetError
 from ..runtime import fast_vision_tower, fuse_on_cpu, lower_hidden_layers, lower_precision
 from ..weights import load_checkpoint
 from ..scoring import Scorer
-from .base import RegionScores
+from .base import RegionScores, StoredRegions
 from .owlv2_resize import Owlv2Resizer, output_size, reduce_to
 
 
@@ -277,3 +277,49 @@ class OwlBackend:
 
     def predict(self, images: Sequence[np.ndarray], class_embeds: torch.Tensor, boxes=None) -> list[RegionScores]:
         return self.score(self.encode_images(images, boxes), class_embeds)
+
+    # -- stored regions (`ovdet index`): the class head split at the dot product --------------
+    # The head's logit is (cos(e, q) + shift) * scale with e, shift and scale from the image
+    # token alone; stored as v = [scale * e, scale * shift] and queried with [q, 1], v . [q, 1]
+    # is that logit exactly, so one dot product (an ANN index's metric) ranks by it.
+    @torch.inference_mode()
+    def region_rows(self, features: OwlImageFeatures, keep: int) -> StoredRegions:
+        """One image's `encode_images` features -> its `keep` most object-like regions (OWLv2:
+        objectness head; OWL-ViT v1 has none: the tokens least like the image's mean class
+        embedding, `select_query_token`'s notion of specific) as `StoredRegions` with
+        E = D + 1. Tokens whose clipped box is empty (OWLv2's padding) are left out."""
+        head = self.model.class_head
+        feats = features.feats
+        embeds = head.dense0(feats)  # the same layers and order as the head's forward
+        embeds = embeds / (torch.linalg.norm(embeds, dim=-1, keepdim=True) + 1e-6)
+        shift = head.logit_shift(feats)
+        scale = head.elu(head.logit_scale(feats)) + 1
+        vectors = torch.cat([embeds * scale, shift * scale], dim=-1).float()
+        objectness = None
+        if hasattr(self.model, "objectness_predictor"):
+            objectness = torch.sigmoid(self.model.objectness_predictor(feats).float())
+            rank = objectness
+        else:
+            rank = -(embeds.float() @ embeds.float().mean(dim=0))
+        b = features.boxes
+        rank = torch.where((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]), rank, torch.full_like(rank, -torch.inf))
+        top = rank.topk(min(keep, int(torch.isfinite(rank).sum()))).indices
+        mean = F.normalize(embeds.float().mean(dim=0), dim=0)
+        return StoredRegions(vectors[top], b[top].float(), None if objectness is None else objectness[top],
+                             torch.cat([mean, mean.new_zeros(1)]), features.image_size)
+
+    def query_vectors(self, class_embeds: torch.Tensor) -> torch.Tensor:
+        """(C, D) class embeddings -> (C, D + 1) queries for `region_rows`'s vectors: the
+        head's normalisation, then 1 for the shift."""
+        q = class_embeds.float()
+        q = q / (torch.linalg.norm(q, dim=-1, keepdim=True) + 1e-6)
+        return torch.cat([q, q.new_ones(len(q), 1)], dim=1)
+
+    @torch.inference_mode()
+    def score_rows(self, vectors: torch.Tensor, objectness: torch.Tensor | None,
+                   class_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D + 1) stored vectors, (N,) objectness + (C, D) class embeddings -> (N, C)
+        scores and (N, C) logits, as `score` gives them for the same regions."""
+        logits = vectors.float() @ self.query_vectors(class_embeds).T
+        obj = objectness if self.scorer.objectness_weight else None
+        return self.scorer.fuse(torch.sigmoid(logits), obj), logits

@@ -26,6 +26,8 @@ from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, OvdetError,
 from ..calibrate import command as calibrate_command
 from ..eval import command as eval_command
 from ..explain import command as explain_command
+from ..index import command as index_command
+from ..index import search_command
 from ..label import command as label_command
 from ..serve import command as serve_command
 from ..export import command as export_command
@@ -46,6 +48,8 @@ SUBCOMMANDS = {
     "explain": explain_command,
     "audit": audit_command,
     "label": label_command,
+    "index": index_command,
+    "search": search_command,
     "calibrate": calibrate_command,
     "serve": serve_command,
     "export": export_command,

@@ -41,9 +41,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
+               on_load_error: Callable[[BaseException], None] | None = None, db: str | None = None) -> FastAPI:
     """The FastAPI app. `load` builds the models (called once, in a background thread, when
-    the app starts); `on_load_error` is told when it fails (the command stops the server)."""
+    the app starts); `on_load_error` is told when it fails (the command stops the server).
+    `db`: an `ovdet index` database to serve /v1/search from (`search_routes`)."""
     settings = settings or ServeSettings()
     metrics = Metrics()
     service = Service(load, settings, metrics, on_load_error)
@@ -111,7 +112,7 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
         status, body = service.state()
         if service.models is None:
             raise ApiError(status, body["error"], body["message"])
-        return _describe_model(service.models, settings, service.batcher)
+        return {**_describe_model(service.models, settings, service.batcher), "search": app.state.search_db is not None}
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict:
@@ -125,6 +126,12 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
     @app.get("/metrics", dependencies=[Depends(authorize)], summary="Prometheus metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.state.search_db = db
+    if db is not None:
+        from .search_routes import SearchService, add_search_routes
+
+        add_search_routes(app, service, SearchService(db), authorize)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -40,6 +40,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--max-classes", metavar="N", type=int, default=1300, help="class names + negatives per request (default 1300)")
     g.add_argument("--max-queue", metavar="N", type=int, default=64, help="requests waiting before 503 (default 64)")
     g.add_argument("--timeout", metavar="S", type=float, default=60.0, help="seconds a request may wait for its answer (504 after)")
+    g.add_argument("--db", metavar="DIR", help="an `ovdet index` database: adds POST /v1/search and a search box to the "
+                   "page (serve it with the model it was built with)")
     return p
 
 
@@ -99,6 +101,14 @@ def _serve(args: argparse.Namespace, settings, sock: socket.socket) -> int:
 
     # configuration errors (unknown preset, bad YAML) fail here, before any model is loaded
     cfg = resolve_config(args.model, device=args.device, **config_overrides(args))
+    if args.db:  # a missing index or one of another model: a one-line error before anything loads
+        from ..index.build import index_identity
+        from ..index.store import IndexDatabaseError, Store, check_model
+
+        manifest = Store.read_manifest(args.db)
+        if manifest is None:
+            raise IndexDatabaseError(f"no ovdet index at {args.db}: build one with `ovdet index IMAGES --db {args.db}`")
+        check_model(manifest, index_identity(cfg), args.db)
     clf_cfg = resolve_config(args.classify_model, device=args.device) if args.classify_model else None
     if not _is_loopback(args.host) and settings.api_key is None:
         print(f"ovdet: warning: listening on {args.host} without an API key: anyone who can reach it may use it "
@@ -118,7 +128,7 @@ def _serve(args: argparse.Namespace, settings, sock: socket.socket) -> int:
         return ServedModels(detector)
 
     failure: list[BaseException] = []
-    server = _server(create_app(load, settings, on_load_error=lambda exc: _stop(server, failure, exc)), args)
+    server = _server(create_app(load, settings, on_load_error=lambda exc: _stop(server, failure, exc), db=args.db), args)
     host, port = sock.getsockname()[:2]
     url_host = f"[{host}]" if ":" in host else host
     print(f"ovdet: loading {args.model}; serving http://{url_host}:{port} (API docs at /docs; Ctrl-C stops)",
