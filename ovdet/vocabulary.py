@@ -69,9 +69,12 @@ class ClassTable:
                  numpy: bool = False):
         self.backend, self.numpy = backend, numpy
         self.example_weight, self.backend_name = example_weight, backend_name
-        # resolved through the backend at call time, so tests and tools may wrap encode_text
-        self.text = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, templates, text_cache,
-                                      numpy=numpy)
+        # resolved through the backend at call time, so tests and tools may wrap encode_text;
+        # a backend that reads class names its own way (the DINO family's prompts, OmDet's
+        # per-class cache) supplies its own encoder: names -> the table its `predict` takes
+        own = getattr(backend, "vocabulary_encoder", None)
+        self.text = own(templates, text_cache) if callable(own) else VocabularyEncoder(
+            lambda p: self.backend.encode_text(p), backend.identity, templates, text_cache, numpy=numpy)
         self.exemplars: ExemplarEncoder | None = None
         if hasattr(backend, "embed_exemplars"):
             self.exemplars = ExemplarEncoder(lambda i, b: self.backend.embed_exemplars(i, b),
