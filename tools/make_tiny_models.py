@@ -350,6 +350,10 @@ def make_grounding_dino(out_dir: Path, mm: bool = False, seed: int = 0, max_text
     torch.manual_seed(seed)
     config = grounding_dino_config(mm=mm, max_text_len=max_text_len)
     model = (MMGroundingDinoForObjectDetection if mm else GroundingDinoForObjectDetection)(config).eval()
+    with torch.no_grad():  # MM-GDINO's contrastive heads start at a -4.6 bias (1 % scores): spread them
+        for name, param in model.named_parameters():
+            if "class_embed" in name and name.endswith("bias"):
+                param.zero_()
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest_edge}),
         tokenizer=bert_tokenizer())

@@ -8,7 +8,8 @@ the text tower does not depend on the image, so:
     returns the same features to every chunk's forward (the model still runs its input
     projections, fusion encoder and decoder per chunk: they mix text and image);
   - `SharedTextTower` keeps the text tower's output per distinct prompt (a vocabulary's chunks
-    are encoded once, not once per image).
+    are encoded once, not once per image or per image in a batch; only `last_hidden_state`,
+    the one output the model reads, is kept).
 Both return exactly what the wrapped module returns, so a chunk's outputs equal a plain call
 with that chunk. They also run the towers in the backend's precision (bf16/fp16) and hand fp32
 back, keeping the fusion layers in fp32.
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
 
 class SharedBackbone(nn.Module):
@@ -75,18 +77,27 @@ class SharedTextTower(nn.Module):
         self.passes = 0
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, **kwargs):
-        key = tuple(None if t is None else (t.shape, t.cpu().numpy().tobytes())
-                    for t in (input_ids, attention_mask, token_type_ids, position_ids))
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids)
+        batch = input_ids.shape[0]
+        if batch > 1 and not all(t is None or bool((t == t[:1]).all()) for t in inputs):
+            self.passes += 1  # different prompts in one batch (not how the backend calls it)
+            return self.run(inputs, kwargs)
+        # one prompt repeated over an image batch: encoded once, whatever the batch size
+        first = tuple(None if t is None else t[:1] for t in inputs)
+        key = tuple(None if t is None else (tuple(t.shape), t.cpu().numpy().tobytes()) for t in first)
         if key in self._memory:
             self._memory.move_to_end(key)
-            return self._memory[key]
-        self.passes += 1
-        out = self.inner(input_ids, attention_mask, token_type_ids, position_ids, **kwargs)
-        out.last_hidden_state = out.last_hidden_state.float()
-        self._memory[key] = out
-        while len(self._memory) > self.memory_size:
-            self._memory.popitem(last=False)
-        return out
+            out = self._memory[key]
+        else:
+            self.passes += 1
+            out = self._memory[key] = self.run(first, kwargs)
+            while len(self._memory) > self.memory_size:
+                self._memory.popitem(last=False)
+        return BaseModelOutput(last_hidden_state=out.last_hidden_state.expand(batch, -1, -1))
+
+    def run(self, inputs, kwargs) -> BaseModelOutput:
+        out = self.inner(*inputs, **kwargs)
+        return BaseModelOutput(last_hidden_state=out.last_hidden_state.float())
 
 
 __all__ = ["SharedBackbone", "SharedTextTower"]
