@@ -200,3 +200,20 @@ def test_detect_eval_and_label_commands(tiny_grounded, tmp_path, capsys):
         labelled = tmp_path / f"{kind}-label"
         assert main(["label", str(images), "--classes", "cat,dog", "--model", model, "--out", str(labelled)] + common) == 0
         assert (labelled / "report.json").is_file()
+
+
+def test_hub_ids_and_folders_pick_the_family_preset(tiny_grounded):
+    from ovdet.model_names import resolve_config
+
+    for hub_id, backend in (("IDEA-Research/grounding-dino-base", "grounding"),
+                            ("openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det", "grounding"),
+                            ("omlab/omdet-turbo-swin-tiny-hf", "omdet")):
+        cfg = resolve_config(hub_id)
+        assert (cfg.backend, cfg.weights) == (backend, hub_id)
+    assert resolve_config(str(tiny_grounded["mmgdino"])).backend == "grounding"
+
+
+def test_a_class_longer_than_a_prompt_is_one_line(tiny_grounded):
+    det = Detector.from_pretrained(tiny_grounded["gdino32"], device="cpu", precision="fp32", cache_text=False)
+    with pytest.raises(VocabularyError, match="tokens long"):
+        det.detect(photo(30, 40), ["cat", "a" * 40])

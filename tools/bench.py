@@ -33,6 +33,9 @@ Sections:
   tiles   sliced inference: tiles/s of a 2560x1920 image in 640 px tiles, batched (--tile-batch)
           vs one tile per forward pass; peak RSS and time of `ovdet detect` on a 20000 x 20000
           PNG, whole and in --huge-tile tiles (fresh processes)
+  grounded  Grounding DINO-T, MM-Grounding-DINO-T and OmDet-Turbo-T, one 1280x720 photo, 20
+          classes and LVIS's 1,203: ovdet vs the direct transformers call (per chunk for long
+          vocabularies) and the zero-shot-object-detection pipeline (tools/bench_grounded.py)
 """
 
 from __future__ import annotations
@@ -625,7 +628,13 @@ def bench_onnx(args, work: Path) -> dict:
 # -- CLIP regions -----------------------------------------------------------------------------
 
 
-SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
+def bench_grounded(args, work: Path) -> dict:
+    from bench_grounded import bench_grounded as run  # its own module: this file is long enough
+
+    return run(args, work)
+
+
+SECTIONS = {"grounded": bench_grounded, "peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
             "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video, "onnx": bench_onnx}
 
 
