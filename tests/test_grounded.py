@@ -101,8 +101,9 @@ def test_long_vocabulary_runs_in_chunks_over_one_image_pass(tiny_grounded):
     results = det.detect_batch(images, LONG, batch_size=2)
     assert vision.passes - before_v == 1  # one backbone pass for the batch, whatever the chunks
     assert text.passes - before_t == len(table.chunks)  # each chunk's text tower once
-    det.detect(images[0], LONG)
-    assert text.passes - before_t == len(table.chunks)  # and not again for the next image
+    det.detect_batch(images, LONG, batch_size=1)
+    assert vision.passes - before_v == 3  # one per image when they run one by one
+    assert text.passes - before_t == len(table.chunks)  # and the text not again for the next images
     for image, dets in zip(images, results):
         expected = []  # each chunk run alone by transformers, its classes offset to the vocabulary
         for chunk in table.chunks:
