@@ -202,7 +202,7 @@ class DetectorConfig:
         for key, backends in BACKEND_ONLY.items():
             if self.backend not in backends and getattr(self, key) != defaults[key].default:
                 raise ConfigError(f"{key} has no effect with backend {self.backend!r} (it is for backend {' or '.join(backends)})")
-        if self.backend in ("owl", "yolo_world") and self.scoring != "native":
+        if self.backend in ("owl", "yolo_world", "grounding", "omdet") and self.scoring != "native":
             raise ConfigError(f"backend {self.backend!r} scores with its own calibrated head: scoring must be 'native'")
 
     def replace(self, **changes: Any) -> "DetectorConfig":

@@ -39,7 +39,7 @@ def resolve_config(model: str | Path, **overrides: Any) -> DetectorConfig:
         lowered = text.lower()
         # longest model-type names first, so "owlvit" wins over any shorter name inside it
         for model_type in sorted(MODEL_TYPES, key=len, reverse=True):
-            if model_type in lowered.replace("-", "").replace("_", ""):
+            if model_type.replace("-", "") in lowered.replace("-", "").replace("_", ""):
                 _, base = backend_for_model_type(model_type, text)
                 return load_config(base, **{"name": "", "weights": text, "description": "", **overrides})
         raise ConfigError(

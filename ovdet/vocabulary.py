@@ -69,11 +69,15 @@ class ClassTable:
                  numpy: bool = False):
         self.backend, self.numpy = backend, numpy
         self.example_weight, self.backend_name = example_weight, backend_name
-        # resolved through the backend at call time, so tests and tools may wrap encode_text; a
-        # backend whose classes are not single vectors (SAM 3: token features per prompt) says
-        # how its template prompts form the class table, and takes the vocabulary whole
-        self.text = VocabularyEncoder(lambda p: self.backend.encode_text(p), backend.identity, templates, text_cache,
-                                      numpy=numpy, combine=getattr(backend, "ensemble_prompts", ensemble))
+        # resolved through the backend at call time, so tests and tools may wrap encode_text. A
+        # backend that reads class names its own way (the DINO family's prompts, OmDet's
+        # per-class cache) supplies its own encoder: names -> the table its `predict` takes; one
+        # whose classes are not single vectors (SAM 3: token features per prompt) says how its
+        # template prompts form the class table, and takes the vocabulary whole
+        own = getattr(backend, "vocabulary_encoder", None)
+        self.text = own(templates, text_cache) if callable(own) else VocabularyEncoder(
+            lambda p: self.backend.encode_text(p), backend.identity, templates, text_cache, numpy=numpy,
+            combine=getattr(backend, "ensemble_prompts", ensemble))
         self.prompts = getattr(backend, "vocabulary_prompts", None)
         self.exemplars: ExemplarEncoder | None = None
         if hasattr(backend, "embed_exemplars"):

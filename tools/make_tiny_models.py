@@ -332,6 +332,121 @@ def link_presets(out: Path, weights_dir: Path) -> list[Path]:
     return done
 
 
+# -- Grounding DINO, MM-Grounding-DINO and OmDet-Turbo (issue 25) ------------------------------
+# Grounding DINO hard-codes the BERT-base ids of [CLS], [SEP], "." and "?" (101, 102, 1012, 1029)
+# as phrase delimiters, so an offline vocabulary must put them at those ids.
+BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012, "?": 1029}
+
+
+def bert_tokenizer(words=(), vocab_size: int = 1100):
+    """A BertTokenizerFast (uncased) over an offline vocabulary: the special tokens at BERT-base's
+    ids, ASCII letters, digits and punctuation as tokens and `##` continuations (any lowercase
+    word tokenises), plus `words` as whole tokens (a benchmark gives its class names' words so
+    they tokenise about as compactly as with the real BERT vocabulary)."""
+    from transformers import BertTokenizerFast
+
+    pieces = list("abcdefghijklmnopqrstuvwxyz0123456789,-'()/&!+:;")
+    tokens = pieces + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    tokens += sorted({w.lower() for w in words} - set(tokens) - set(BERT_SPECIAL_IDS))
+    vocab = [f"[unused{i}]" for i in range(max(vocab_size, len(tokens) + 1100))]
+    for tok, i in BERT_SPECIAL_IDS.items():
+        vocab[i] = tok
+    free = (i for i in range(len(vocab)) if vocab[i].startswith("[unused") and i > 103)
+    for tok in tokens:
+        vocab[next(free)] = tok
+    return BertTokenizerFast(vocab={tok: i for i, tok in enumerate(vocab)}, do_lower_case=True)
+
+
+def grounding_dino_config(mm: bool = False, max_text_len: int = 256, tiny: bool = True, vocab_size: int = 1100):
+    """A (MM-)Grounding-DINO config: tiny (Swin embed_dim 8, depths [1,1,1,1], BERT hidden 8,
+    d_model 32, 2+2 layers, 20 queries) or, with `tiny=False`, the Swin-T / BERT-base /
+    900-query architecture of the published -T checkpoints."""
+    from transformers import GroundingDinoConfig, MMGroundingDinoConfig
+
+    cls = MMGroundingDinoConfig if mm else GroundingDinoConfig
+    if not tiny:
+        backbone = dict(model_type="swin", embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                        window_size=7, out_indices=[2, 3, 4])
+        text = dict(model_type="bert", vocab_size=vocab_size)
+        return cls(backbone_config=backbone, text_config=text, max_text_len=max_text_len)
+    backbone = dict(model_type="swin", embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=7,
+                    image_size=224, out_indices=[2, 3, 4])
+    text = dict(model_type="bert", vocab_size=vocab_size, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=16, max_position_embeddings=max_text_len)
+    return cls(backbone_config=backbone, text_config=text, d_model=32, encoder_layers=2, decoder_layers=2,
+               encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+               num_queries=20, max_text_len=max_text_len, num_feature_levels=4, encoder_n_points=2,
+               decoder_n_points=2)
+
+
+def make_grounding_dino(out_dir: Path, mm: bool = False, seed: int = 0, max_text_len: int = 256,
+                        shortest_edge: int = 64, longest_edge: int = 96) -> Path:
+    """Save a tiny random GroundingDinoForObjectDetection (MMGroundingDino with `mm`) and its
+    processor (offline BERT tokenizer, images resized to `shortest_edge`/`longest_edge`)."""
+    import torch
+    from transformers import (GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor,
+                              MMGroundingDinoForObjectDetection)
+
+    torch.manual_seed(seed)
+    config = grounding_dino_config(mm=mm, max_text_len=max_text_len)
+    model = (MMGroundingDinoForObjectDetection if mm else GroundingDinoForObjectDetection)(config).eval()
+    with torch.no_grad():  # MM-GDINO's contrastive heads start at a -4.6 bias (1 % scores): spread them
+        for name, param in model.named_parameters():
+            if "class_embed" in name and name.endswith("bias"):
+                param.zero_()
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest_edge}),
+        tokenizer=bert_tokenizer())
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def omdet_turbo_config(tiny: bool = True):
+    """An OmDet-Turbo config: tiny (HF Swin embed_dim 8, CLIP text hidden 48, d_model 32, 20
+    queries) or, with `tiny=False`, the Swin-T / CLIP-B text / 900-query architecture of
+    omlab/omdet-turbo-swin-tiny-hf (HF Swin instead of timm: same network)."""
+    from transformers import OmDetTurboConfig
+
+    if not tiny:
+        backbone = dict(model_type="swin", embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                        window_size=7, image_size=640, out_indices=[2, 3, 4])
+        text = dict(model_type="clip_text_model", hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                    num_attention_heads=8, max_position_embeddings=77)
+        return OmDetTurboConfig(backbone_config=backbone, text_config=text, use_timm_backbone=False,
+                                apply_layernorm_after_vision_backbone=False)
+    backbone = dict(model_type="swin", embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=7,
+                    image_size=224, out_indices=[2, 3, 4])
+    # class_embed_dim (= the text width) must differ from decoder_hidden_dim: transformers 5.24
+    # creates the task projection only then, and its forward needs it
+    text = dict(model_type="clip_text_model", hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=77)
+    return OmDetTurboConfig(
+        backbone_config=backbone, text_config=text, use_timm_backbone=False, image_size=64,
+        apply_layernorm_after_vision_backbone=False,  # HF Swin normalises its own outputs (timm's do not)
+        encoder_in_channels=[16, 32, 64], vision_features_channels=[32, 32, 32], encoder_hidden_dim=32,
+        encoder_dim_feedforward=32, encoder_attention_heads=2, decoder_hidden_dim=32, decoder_num_heads=2,
+        decoder_num_layers=2, decoder_dim_feedforward=32, text_projection_in_dim=48, text_projection_out_dim=48,
+        class_embed_dim=48, task_encoder_hidden_dim=32, num_queries=20)
+
+
+def make_omdet_turbo(out_dir: Path, seed: int = 0, image_size: int = 64) -> Path:
+    """Save a tiny random OmDetTurboForObjectDetection with its processor (the real CLIP BPE
+    tokenizer from open_clip's vocabulary file, images resized to `image_size` square)."""
+    import torch
+    from transformers import DetrImageProcessor, OmDetTurboForObjectDetection, OmDetTurboProcessor
+
+    torch.manual_seed(seed)
+    model = OmDetTurboForObjectDetection(omdet_turbo_config()).eval()
+    image_processor = DetrImageProcessor(size={"height": image_size, "width": image_size}, do_pad=False,
+                                         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    processor = OmDetTurboProcessor(image_processor=image_processor, tokenizer=clip_tokenizer(max_length=77))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the tiny checkpoints, configs and weights/ into")

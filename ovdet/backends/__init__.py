@@ -44,12 +44,26 @@ def _build_sam3(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -
     return build_sam3(cfg, device, dtype)
 
 
+def _build_grounding(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
+    from .grounding import GroundingBackend  # Grounding DINO, MM-GDINO and LLMDet checkpoints
+
+    return GroundingBackend.load(locate(cfg.name, cfg.weights).path, device, dtype)
+
+
+def _build_omdet(cfg: DetectorConfig, device: torch.device, dtype: torch.dtype) -> Backend:
+    from .omdet import OmDetBackend
+
+    return OmDetBackend.load(locate(cfg.name, cfg.weights).path, device, dtype)
+
+
 # backend name -> builder(config, device, dtype); each builder locates its own checkpoints
 BUILDERS: dict[str, Callable[[DetectorConfig, torch.device, torch.dtype], Backend]] = {
     "owl": _build_owl,
     "clip": _build_clip,
     "yolo_world": _build_yolo_world,
     "sam3": _build_sam3,
+    "grounding": _build_grounding,
+    "omdet": _build_omdet,
 }
 
 def build_backend(cfg: DetectorConfig) -> Backend:
@@ -76,6 +90,9 @@ MODEL_TYPES: dict[str, tuple[str, str]] = {
     "clip": ("clip", "clip-b32"),  # a bare CLIP folder needs no other checkpoint
     "sam3": ("sam3", "sam3"),
     "sam3_lite_text": ("sam3", "sam3"),
+    "grounding-dino": ("grounding", "grounding-dino-tiny"),
+    "mm-grounding-dino": ("grounding", "mm-grounding-dino-tiny"),  # LLMDet checkpoints too
+    "omdet-turbo": ("omdet", "omdet-turbo"),
 }
 
 
