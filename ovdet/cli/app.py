@@ -28,6 +28,7 @@ from ..eval import command as eval_command
 from ..explain import command as explain_command
 from ..label import command as label_command
 from ..serve import command as serve_command
+from ..train import command as train_command
 from ..export import command as export_command
 from ..video import command as video_command
 from . import classify as classify_command
@@ -47,6 +48,7 @@ SUBCOMMANDS = {
     "audit": audit_command,
     "label": label_command,
     "calibrate": calibrate_command,
+    "train": train_command,
     "serve": serve_command,
     "export": export_command,
     "weights": weights_command,
