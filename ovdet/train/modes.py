@@ -66,7 +66,10 @@ def prepare(model: nn.Module, mode: str, lr: float, prompt_init: torch.Tensor | 
     if mode == "heads":
         return Setup(OwlTrainModule(model), [{"params": _unfreeze_heads(model), "lr": lr}], text_trainable=False)
     if mode == "lora":
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise OvdetError("--mode lora needs peft: pip install 'ovdet[train]'") from None
 
         config = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0, target_modules=LORA_TARGETS)
         peft_model = get_peft_model(model, config)  # adapters injected into `model` in place
