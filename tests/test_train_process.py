@@ -33,7 +33,7 @@ def _weights(out):
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, tiny_owlv2):
     data = make_split(tmp_path / "data", "train", ["red square", "blue circle"], 8, seed=3)
-    steps = ["--steps", "60", "--save-every", "5"]
+    steps = ["--steps", "30", "--save-every", "3"]
     whole = start(_argv(data, tiny_owlv2, tmp_path / "whole", *steps), env=_env())
     killed = start(_argv(data, tiny_owlv2, tmp_path / "cut", *steps), env=_env())
     checkpoint = tmp_path / "cut" / "checkpoint" / "last.pt"
@@ -44,7 +44,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, tiny_owlv2):
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL and not (tmp_path / "cut" / "model").exists()
     cut_at = torch.load(checkpoint, weights_only=False)["step"]
-    assert 5 <= cut_at < 60
+    assert 3 <= cut_at < 30
     resumed = finish(start(_argv(data, tiny_owlv2, tmp_path / "cut", *steps, "--resume"), env=_env()))
     assert resumed.returncode == 0, resumed.stderr
     done = finish(whole)
@@ -59,7 +59,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, tiny_owlv2):
 
 def test_ddp_two_gloo_processes_equal_one_process(tmp_path, tiny_owlv2):
     data = make_split(tmp_path / "data", "train", ["red square", "blue circle"], 8, seed=4)
-    steps = ["--steps", "6", "--save-every", "0"]
+    steps = ["--steps", "4", "--save-every", "0"]
     one = start(_argv(data, tiny_owlv2, tmp_path / "one", *steps), env=_env())
     two = start(["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
                  *_argv(data, tiny_owlv2, tmp_path / "two", *steps)], env=_env())
