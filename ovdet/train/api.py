@@ -235,7 +235,9 @@ def finish(opts, setup, processor, base_path: Path, start, data: TrainData, loss
 
     tuned = plain_model(setup)
     learned = None if setup.module.prompts is None else setup.module.prompts.detach().cpu()
-    base = load_checkpoint(base_path, _auto_class(), "OWL")[0] if opts.mode != "prompt" else tuned
+    merging = opts.merge is not None or (opts.report and opts.merge_report)
+    # the base weights again, for merging (prompt mode never changed them)
+    base = load_checkpoint(base_path, _auto_class(), "OWL")[0] if opts.mode != "prompt" and merging else tuned
 
     def save(alpha: float | None, folder: Path) -> Path:
         if opts.mode == "prompt":  # the model is the base; only the class embeddings move
