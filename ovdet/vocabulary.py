@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .errors import ExemplarError
 from .exemplars import Example, ExemplarEncoder, Vocabulary, blend, resolve_vocabulary
+from .learned import apply_learned
 from .text import VocabularyEncoder, ensemble, validate_vocabulary
 
 if TYPE_CHECKING:  # an ONNX export's tables are numpy arrays, without torch
@@ -87,9 +88,14 @@ class ClassTable:
     def _on_device(self, table: Any) -> Any:
         return table if self.numpy else table.to(self.backend.device)
 
+    def text_rows(self, names: Sequence[str]) -> torch.Tensor:
+        """(N, D) text embeddings of `names`; a name the checkpoint carries a learned embedding
+        for (`ovdet.learned`, prompt tuning) gets that row instead of its template ensemble."""
+        return apply_learned(names, self.text(tuple(names)), getattr(self.backend, "learned_classes", None))
+
     def names_table(self, names: Sequence[str]) -> torch.Tensor:
         """(N, D) embeddings of text names (already validated)."""
-        return self._on_device(self.text(tuple(names)))
+        return self._on_device(self.text_rows(names))
 
     def embed(self, vocab: Vocabulary, negatives: tuple[str, ...] = ()) -> torch.Tensor:
         """(C + K, D): the vocabulary's classes, then the K negative prompts (for a backend
@@ -109,7 +115,7 @@ class ClassTable:
                                 "embeddings only): use an OWL or CLIP model for classes shown by example")
         device = self.backend.device
         texts = vocab.text_names + negatives
-        text = self.text(texts).to(device) if texts else torch.zeros(0, device=device)
+        text = self.text_rows(texts).to(device) if texts else torch.zeros(0, device=device)
         shown = self.exemplars(vocab.all_examples).to(device)
         n = len(vocab.text_names)
         classes = blend(vocab, text[:n], shown, self.example_weight)

@@ -36,6 +36,7 @@ from torchvision.ops import box_iou, generalized_box_iou
 from ..boxes import clip_to_image, cxcywh_to_xyxy, scale_normalized
 from ..errors import ConfigError, OvdetError
 from ..runtime import fast_vision_tower, fuse_on_cpu, lower_hidden_layers, lower_precision
+from ..learned import load_learned
 from ..weights import load_checkpoint
 from ..scoring import Scorer
 from .base import RegionScores, StoredRegions
@@ -125,6 +126,8 @@ class OwlBackend:
             raise ConfigError("objectness_weight needs OWLv2's objectness head; OWL-ViT v1 has none")
         # native scores fused with OWLv2's objectness through the shared scorer (0 = off)
         self.scorer = Scorer(objectness_weight=objectness_weight)
+        # {casefolded name: (D,) embedding} a prompt-tuned checkpoint carries (`ovdet.learned`)
+        self.learned_classes: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device, dtype: torch.dtype, compile: bool = False,
@@ -133,8 +136,12 @@ class OwlBackend:
         from transformers import AutoModelForZeroShotObjectDetection
 
         model, processor, identity = load_checkpoint(Path(path), AutoModelForZeroShotObjectDetection, "OWL")
-        return cls(model, processor, device, dtype, identity=identity, compile=compile,
-                   objectness_weight=objectness_weight)
+        backend = cls(model, processor, device, dtype, identity=identity, compile=compile,
+                      objectness_weight=objectness_weight)
+        learned = load_learned(path)
+        if learned is not None:
+            backend.learned_classes = {name: e.to(device) for name, e in learned.items()}
+        return backend
 
     @property
     def name(self) -> str:

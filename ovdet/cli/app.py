@@ -30,6 +30,7 @@ from ..index import command as index_command
 from ..index import search_command
 from ..label import command as label_command
 from ..serve import command as serve_command
+from ..train import command as train_command
 from ..export import command as export_command
 from ..video import command as video_command
 from . import classify as classify_command
@@ -51,6 +52,7 @@ SUBCOMMANDS = {
     "index": index_command,
     "search": search_command,
     "calibrate": calibrate_command,
+    "train": train_command,
     "serve": serve_command,
     "export": export_command,
     "weights": weights_command,
