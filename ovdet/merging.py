@@ -31,10 +31,12 @@ from torchvision.ops import box_area
 @dataclass(frozen=True)
 class Merged:
     """keep: (K,) int64 rows of the input, in rank order; xyxy: (K, 4) float32 their boxes
-    after merging (equal to the input's for "nms")."""
+    after merging (equal to the input's for "nms"); absorbed: K int64 arrays, the rows each
+    kept detection absorbed (dropped for "nms", merged into it for "nmm": their masks too)."""
 
     keep: np.ndarray
     xyxy: np.ndarray
+    absorbed: tuple[np.ndarray, ...] = ()
 
 
 def overlap(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
@@ -95,7 +97,7 @@ def merge_passes(xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, pa
     rank = np.lexsort((-np.asarray(scores, dtype=np.float64), np.asarray(at_edge, dtype=bool)))
     out = np.asarray(xyxy, dtype=np.float32).copy()
     taken = np.zeros(n, dtype=bool)
-    keep = []
+    keep, absorbed = [], []
     for i in rank:  # a Python loop over detections; the pairs were found vectorised above
         if taken[i]:
             continue
@@ -103,10 +105,11 @@ def merge_passes(xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, pa
         keep.append(i)
         group = neighbours[starts[i] : starts[i + 1]]
         group = group[~taken[group]]
+        absorbed.append(group)
         if len(group):
             taken[group] = True
             if method == "nmm":
                 members = np.concatenate([out[[i]], out[group]])
                 out[i] = np.concatenate([members[:, :2].min(0), members[:, 2:].max(0)])
     keep_arr = np.asarray(keep, dtype=np.int64)
-    return Merged(keep=keep_arr, xyxy=out[keep_arr])
+    return Merged(keep=keep_arr, xyxy=out[keep_arr], absorbed=tuple(absorbed))

@@ -12,6 +12,12 @@ same pass.
 Each tile's candidates go through the detector's usual selection (threshold, NMS, top-k) in
 tile pixels, move to image pixels, and `ovdet.merging` then merges the duplicates that
 overlapping tiles (and the optional whole-image pass) create.
+
+Masks (a masker's `segment`) are made per tile, on the tile's pixels: SAM sees a tile at its
+1024 px input, where the objects tiling is for are large enough to outline (on the whole
+20000 px image they would be a few pixels). They move to image pixels with their boxes, and a
+box that "nmm" merges from several tiles gets the union of their masks (an object cut by a tile
+edge is whole again); "nms" keeps the kept box's own mask.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .backends.base import RegionScores
+from .instance_masks import Masks
 from .merging import merge_passes
 from .structures import Detections
 
@@ -85,6 +92,7 @@ def detect_tiled(
     batch_size: int,
     max_detections: int,
     class_agnostic: bool = False,
+    segment: Callable[[np.ndarray, Detections], Detections] | None = None,
 ) -> Detections:
     """Detections of one image from its tiles (and the whole image with `full_image`).
 
@@ -97,6 +105,8 @@ def detect_tiled(
             image, with `full_image`, is one more input in the batches).
         max_detections: most detections kept after merging.
         class_agnostic: merge detections of different classes too.
+        segment: (tile RGB uint8 (h, w, 3), its Detections in tile pixels) -> the same with
+            masks; None = no masks. Called for tiles with detections only.
     Returns:
         Detections in image pixels, best score first.
     """
@@ -116,11 +126,14 @@ def detect_tiled(
             chunk = passes[start : start + batch_size]
             crops = [image if (w == whole[0]).all() else np.ascontiguousarray(image[w[1] : w[3], w[0] : w[2]])
                      for w in chunk]
-            for window, cand in zip(chunk, predict(crops)):
+            for window, crop, cand in zip(chunk, crops, predict(crops)):
                 dets = finalise(cand)
+                if segment is not None:
+                    dets = segment(crop, dets)
+                masks = None if dets.masks is None else dets.masks.translate(int(window[0]), int(window[1]), (height, width))
                 shift = np.asarray([window[0], window[1]] * 2, dtype=np.float32)
                 xyxy = dets.xyxy + shift
-                parts.append(replace(dets, xyxy=xyxy, image_size=(height, width)))
+                parts.append(replace(dets, xyxy=xyxy, image_size=(height, width), masks=masks))
                 edges.append(touches_inner_edge(xyxy, window, height, width, tolerance))
             bar.update(len(chunk))
     found = Detections.concat(parts)
@@ -130,4 +143,7 @@ def detect_tiled(
     merged = merge_passes(found.xyxy, found.scores, found.class_ids, pass_ids, np.concatenate(edges), passes,
                           settings.merge, settings.metric, settings.merge_iou, class_agnostic)
     out = replace(found[merged.keep], xyxy=merged.xyxy)
+    if found.masks is not None and settings.merge == "nmm":
+        out = replace(out, masks=Masks.concat([Masks.empty((height, width))] + [
+            found.masks.union([int(i), *group.tolist()]) for i, group in zip(merged.keep, merged.absorbed)]))
     return out[np.argsort(-out.scores, kind="stable")[:max_detections]]
