@@ -6,8 +6,8 @@ with `F.interpolate(mode="bilinear", align_corners=False)` and thresholds it at 
 float32 per box on a 20000 x 20000 image. A bilinear output pixel is a weighted sum of the two
 by two input pixels around the point it samples (non-negative weights), so it can be above 0
 only where one of those inputs is: the output rows and columns whose sampled inputs meet the
-bounding rectangle of the positive logits hold the whole mask. `upsample_to_crop` computes
-exactly those, a band of rows at a time.
+bounding rectangle of the positive logits hold the whole mask, and only pixels whose inputs
+differ in sign need computing at all. `upsample_to_crop` computes exactly those.
 
 `upsample_masks` picks the way: images up to DIRECT_PIXELS go through `F.interpolate` itself, a
 few boxes at a time, each output cut to its mask's crop at once (the processor's very
@@ -63,27 +63,37 @@ def _span(i0: np.ndarray, i1: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     return int(np.searchsorted(i1, lo, "left")), int(np.searchsorted(i0, hi, "right"))
 
 
-def resize_window(logits: np.ndarray, out_size: tuple[int, int], top: int, bottom: int, left: int, right: int
-                  ) -> np.ndarray:
-    """Rows top..bottom, columns left..right of the (h, w) float32 map `logits` resized
-    bilinearly to `out_size` = (H, W): (bottom - top, right - left) float32, equal to that window
-    of `F.interpolate(..., out_size, mode="bilinear", align_corners=False)` on a CPU."""
+def resize_window(logits: np.ndarray, out_size: tuple[int, int], top: int, bottom: int, cols: np.ndarray) -> np.ndarray:
+    """Rows top..bottom, columns `cols` ((K,) int, ascending) of the (h, w) float32 map
+    `logits` resized bilinearly to `out_size` = (H, W): (bottom - top, K) float32, equal to
+    that part of `F.interpolate(..., out_size, mode="bilinear", align_corners=False)` on a CPU."""
     h, w = logits.shape
     y0, y1, wy0, wy1 = axis_weights(h, out_size[0])
     x0, x1, wx0, wx1 = axis_weights(w, out_size[1])
     lo, hi = int(y0[top]), int(y1[bottom - 1]) + 1  # the input rows these output rows read
     band = logits[lo:hi].astype(np.float64)
-    cx0, cx1 = x0[left:right], x1[left:right]
-    along = _lerp(band[:, cx0], band[:, cx1], wx0[left:right], wx1[left:right])  # the column pass
+    along = _lerp(band[:, x0[cols]], band[:, x1[cols]], wx0[cols], wx1[cols])  # the column pass
     ys = slice(top, bottom)
     return _lerp(along[y0[ys] - lo], along[y1[ys] - lo], wy0[ys, None], wy1[ys, None]).astype(np.float32)
+
+
+def _cells(index0: np.ndarray, index1: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Output samples grouped by the input pair they read: (first input, second input, group
+    of each sample); i1 is a function of i0, so grouping by i0 suffices."""
+    first, group = np.unique(index0, return_inverse=True)
+    second = index1[np.searchsorted(index0, first)]
+    return first, second, group
 
 
 def upsample_to_crop(logits: np.ndarray, out_size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
     """One (h, w) float32 logit map resized bilinearly to `out_size` = (H, W) and thresholded
     at 0 (`> 0`, SAM's processors' `mask_threshold`). Returns (crop, y, x): the (rows, cols)
     bool region of the (H, W) mask that can hold true pixels, placed at (y, x); a (0, 0) crop
-    when none can."""
+    when none can.
+
+    Output pixels whose four inputs are all above 0 are above 0, and all at or below 0 are not
+    (a sum of products with non-negative weights keeps the sign): only the cells where the
+    inputs' signs differ, along the mask's outline, are computed."""
     h, w = logits.shape
     H, W = out_size
     pos = logits > 0
@@ -94,11 +104,19 @@ def upsample_to_crop(logits: np.ndarray, out_size: tuple[int, int]) -> tuple[np.
     x0, x1 = axis_weights(w, W)[:2]
     top, bottom = _span(y0, y1, rows[0], rows[-1])
     left, right = _span(x0, x1, cols[0], cols[-1])
-    crop = np.zeros((bottom - top, right - left), bool)
-    step = max(1, BAND_VALUES // max(1, right - left))
-    for a in range(top, bottom, step):
-        b = min(bottom, a + step)
-        crop[a - top: b - top] = resize_window(logits, out_size, a, b, left, right) > 0
+    ry0, ry1, row_cell = _cells(y0[top:bottom], y1[top:bottom])
+    cx0, cx1, col_cell = _cells(x0[left:right], x1[left:right])
+    corners = [pos[np.ix_(r, c)] for r in (ry0, ry1) for c in (cx0, cx1)]
+    inside = corners[0] & corners[1] & corners[2] & corners[3]
+    mixed = (corners[0] | corners[1] | corners[2] | corners[3]) & ~inside
+    crop = inside[row_cell][:, col_cell]
+    starts = np.searchsorted(row_cell, np.arange(len(ry0) + 1))
+    for g in np.flatnonzero(mixed.any(1)):
+        a, b = int(starts[g]), int(starts[g + 1])
+        picked = np.flatnonzero(mixed[g][col_cell])  # crop columns in this row band's mixed cells
+        for c0 in range(0, len(picked), max(1, BAND_VALUES // max(1, b - a))):
+            part = picked[c0: c0 + max(1, BAND_VALUES // max(1, b - a))]
+            crop[a:b, part] = resize_window(logits, out_size, top + a, top + b, left + part) > 0
     return crop, top, left
 
 
