@@ -30,6 +30,9 @@ Sections:
           ultralytics' own `predict` on the same checkpoint
   onnx    the same OWL detection through an `ovdet export` folder on onnxruntime (CPU, fp32 graphs)
           vs ovdet's torch bf16 and fp32 paths, one process, interleaved
+  masks   SAM 2 (hiera-tiny, hiera-large) masks of 50 boxes on a 1280x720 photo: ovdet's one
+          prompt batch vs a one-box-per-call loop (autodistill's grounded-SAM), split into image
+          encoder, decoder and upsampling (tools/bench_masks.py)
   tiles   sliced inference: tiles/s of a 2560x1920 image in 640 px tiles, batched (--tile-batch)
           vs one tile per forward pass; peak RSS and time of `ovdet detect` on a 20000 x 20000
           PNG, whole and in --huge-tile tiles (fresh processes)
@@ -625,7 +628,9 @@ def bench_onnx(args, work: Path) -> dict:
 # -- CLIP regions -----------------------------------------------------------------------------
 
 
-SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
+from bench_masks import bench_masks  # noqa: E402
+
+SECTIONS = {"masks": bench_masks, "peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
             "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video, "onnx": bench_onnx}
 
 

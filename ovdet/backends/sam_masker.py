@@ -109,6 +109,8 @@ class SamMasker:
         rh, rw = self.input_size(h, w)
         if h * w > HUGE_PIXELS:  # twice the model's input: the processor's own resize still anti-aliases
             image = reduce_to(image, 2 * rh, 2 * rw)
+        elif not image.flags.writeable:  # torch wants writable memory (a decoded file may be read-only)
+            image = image.copy()
         pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
         self.image_passes += 1
         embeddings = self.model.get_image_embeddings(pixels.to(self.device, self.dtype))
