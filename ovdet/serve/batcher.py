@@ -165,12 +165,15 @@ class Batcher:
 
     def _detect(self, jobs: list[Job]) -> None:
         det = self.detector
+        # with a masker, each job says whether it wants masks (the default would segment all)
+        masking = (lambda job_masks: {"masks": job_masks}) if getattr(det, "masker", None) is not None else \
+            (lambda job_masks: {})
         if det.splits_image_pass:
             self.metrics.batch_size.labels("detect").observe(len(jobs))
             encoded = det.encode([j.image for j in jobs])  # one image-tower pass for all vocabularies
             for job, features in zip(jobs, encoded):
                 _settle(job, lambda: det.detect_encoded([features], job.classes, job.threshold, job.negatives,
-                                                        masks=job.masks)[0])
+                                                        **masking(job.masks))[0])
             return
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in jobs:
@@ -179,7 +182,7 @@ class Batcher:
             self.metrics.batch_size.labels("detect").observe(len(group))
             try:
                 results = det.detect_batch([j.image for j in group], classes, threshold, batch_size=len(group),
-                                           negatives=negatives, masks=masks)
+                                           negatives=negatives, **masking(masks))
             except Exception as exc:  # noqa: BLE001 - this vocabulary's jobs fail, the others go on
                 for j in group:
                     j.future.set_exception(exc)
