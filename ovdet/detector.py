@@ -1,7 +1,8 @@
 """`Detector`: the orchestrator. A backend (`ovdet.backends`: torch or an ONNX export) scores
 images against a class table (`ovdet.vocabulary`); the score policy (`ovdet.score_policy`:
 thresholds, calibration, selection) turns the scores into `Detections`. Model names resolve
-to configs in `ovdet.model_names`.
+to configs in `ovdet.model_names`. With a masker (`masks`: SAM 2 / SAM, `ovdet.backends.sam_masker`)
+every detection also gets a mask.
 
     det = Detector.from_pretrained("owlv2-b16")
     dets = det.detect("street.jpg", ["bus", "person", "stroller"])
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .backends import Backend, build_backend, splits_image_pass
+from .backends import Backend, build_backend, build_masker, splits_image_pass
 from .cache import ExemplarEmbeddingCache, TextEmbeddingCache
 from .config import DetectorConfig
 from .defaults import DEFAULT_DETECTOR
@@ -41,10 +42,13 @@ class Detector:
 
     def __init__(self, backend: Backend, config: DetectorConfig, text_cache: TextEmbeddingCache | None = None,
                  calibration=None, exemplar_cache: ExemplarEmbeddingCache | None = None, *,
-                 templates: Sequence[str] | None = None):
+                 templates: Sequence[str] | None = None, masker: Any = None):
         """`calibration`: an already checked `ovdet.calibration.Calibration` (default: the
-        config's file, checked now); `templates`: the config's, already resolved."""
+        config's file, checked now); `templates`: the config's, already resolved; `masker`: a
+        `SamMasker` that segments every detection's box (None: no masks, unless the backend
+        segments by itself)."""
         self.backend = backend
+        self.masker = masker
         self.config = config
         self.templates = tuple(templates) if templates is not None else resolve_templates(config.templates)
         self.numpy = bool(getattr(backend, "numpy_arrays", False))  # ONNX backends: numpy, no torch
@@ -84,7 +88,8 @@ class Detector:
         templates = resolve_templates(config.templates)
         # a calibration file for another model fails now, not after loading the weights
         calibration = checked_calibration(config, templates)
-        return cls(build_backend(config), config, calibration=calibration, templates=templates)
+        return cls(build_backend(config), config, calibration=calibration, templates=templates,
+                   masker=build_masker(config))
 
     @classmethod
     def from_pretrained(cls, model: str | Path = DEFAULT_DETECTOR, device: str | None = None, **overrides: Any) -> "Detector":
@@ -94,7 +99,8 @@ class Detector:
             model: see `resolve_config`.
             device: "auto" (default: cuda if available), "cpu", "cuda", "cuda:N".
             **overrides: any `DetectorConfig` field, e.g. threshold=0.3, nms_iou=1.0,
-                precision="bf16". Unknown names raise `ConfigError` with a suggestion.
+                precision="bf16", masks="sam2-hiera-tiny" (a mask for every detection).
+                Unknown names raise `ConfigError` with a suggestion.
         """
         return cls.from_config(resolve_config(model, device=device, **overrides))
 
@@ -143,6 +149,7 @@ class Detector:
         threshold: float | None = None,
         negatives: str | Iterable[str] | None = None,
         boxes: Any = None,
+        masks: bool | None = None,
     ) -> Detections:
         """Detect `classes` in one image.
 
@@ -155,11 +162,14 @@ class Detector:
                 match is a negative is dropped. Default: the config's `negatives`.
             boxes: optional (N, 4) xyxy pixel boxes to score instead of proposals (CLIP
                 backends).
+            masks: segment the detections (`Detections.masks`): None = when the detector has
+                a masker (or its backend segments); False = never; True = always (an error
+                without a masker).
         Returns:
             `Detections` with boxes in the original image's pixels, best score first.
         """
         return self.detect_batch([image], classes, threshold, negatives=negatives,
-                                 boxes=None if boxes is None else [boxes])[0]
+                                 boxes=None if boxes is None else [boxes], masks=masks)[0]
 
     def detect_batch(
         self,
@@ -169,6 +179,7 @@ class Detector:
         batch_size: int | None = None,
         negatives: str | Iterable[str] | None = None,
         boxes: Sequence[Any] | None = None,
+        masks: bool | None = None,
     ) -> list[Detections]:
         """Detect `classes` in several images; forward passes take `batch_size` images each.
 
@@ -178,7 +189,8 @@ class Detector:
         image (the CLI reads images itself to skip bad ones and go on).
 
         With `tile` set, each image is cut into tiles that go through the model `batch_size`
-        at a time and are merged back (`ovdet.tiling`).
+        at a time and are merged back (`ovdet.tiling`); masks are made per tile and merged with
+        their boxes. `masks` as in `detect`.
         """
         resolved = self.resolve_classes(classes, negatives)
         names = resolved.names
@@ -189,8 +201,9 @@ class Detector:
             raise OvdetError("given boxes cannot be scored with tiling: set tile to 0")
         class_embeds = self.class_table.embed(resolved.vocabulary, resolved.negatives)
         size = batch_size or self.config.batch_size
+        self._check_masks(masks)
         if self.config.tile:
-            return [self._detect_tiled(self.load(im), class_embeds, names, thr, size) for im in images]
+            return [self._detect_tiled(self.load(im), class_embeds, names, thr, size, masks) for im in images]
         results: list[Detections] = []
         for start in range(0, len(images), size):
             loaded = [self.load(im) for im in images[start : start + size]]
@@ -201,7 +214,8 @@ class Detector:
                 given_boxes = getattr(self.backend, "given_boxes", None) or _torch_given_boxes()
                 given = [given_boxes(b, *a.shape[:2]) for b, a in zip(boxes[start : start + size], arrays)]
             for cand, image in zip(self.backend.predict(arrays, class_embeds, given), loaded):
-                results.append(self.score_policy.finalise(to_original_pixels(cand, image), names, thr))
+                dets = self.score_policy.finalise(to_original_pixels(cand, image), names, thr)
+                results.append(self.segment(dets, image.array, masks))
         return results
 
     def warmup(self, classes: str | Iterable[Any], size: tuple[int, int] = (720, 1280)) -> float:
@@ -223,17 +237,45 @@ class Detector:
         return time.perf_counter() - start
 
     def _detect_tiled(self, image: LoadedImage, class_embeds: torch.Tensor, names: tuple[str, ...],
-                      thr: float | torch.Tensor, batch_size: int) -> Detections:
+                      thr: float | torch.Tensor, batch_size: int, masks: bool | None = None) -> Detections:
         from .tiling import TileSettings, detect_tiled  # torch: not on an ONNX export's path
 
         settings = TileSettings.from_config(self.config)
         if max(image.array.shape[:2]) <= settings.tile:  # one tile: exactly the untiled result
             cand = self.backend.predict([image.array], class_embeds)[0]
-            return self.score_policy.finalise(to_original_pixels(cand, image), names, thr)
+            return self.segment(self.score_policy.finalise(to_original_pixels(cand, image), names, thr), image.array, masks)
+        segment = (lambda tile, dets: self.segment(dets, tile, masks)) if self._wants_masks(masks) else None
         dets = detect_tiled(image.array, lambda crops: self.backend.predict(crops, class_embeds),
                             lambda cand: self.score_policy.finalise(cand, names, thr), settings, batch_size,
-                            self.config.max_detections, self.config.class_agnostic_nms)
-        return dets
+                            self.config.max_detections, self.config.class_agnostic_nms, segment=segment)
+        return dets if masks is not False else dets.replace(masks=None)
+
+    # -- masks --------------------------------------------------------------------------------
+    def _wants_masks(self, masks: bool | None) -> bool:
+        return masks is not False and self.masker is not None
+
+    def _check_masks(self, masks: bool | None) -> None:
+        if masks and self.masker is None and not getattr(self.backend, "segments", False):
+            raise OvdetError("masks were asked for but this detector has no masker: build it with "
+                             "masks=\"sam2-hiera-tiny\" (CLI: --masks MODEL)")
+
+    def segment(self, dets: Detections, image: np.ndarray, masks: bool | None = None, cache: dict | None = None) -> Detections:
+        """`dets` with the masker's masks of their boxes (in `dets.image_size` pixels; `image`
+        is that image as RGB uint8 (h, w, 3), possibly decoded reduced). Masks the backend gave
+        are kept; masks=False drops every mask. `cache` (a dict kept with the image, as
+        `EncodedImage.cache`) holds the image's SAM embedding for the next call."""
+        if masks is False:
+            return dets if dets.masks is None else dets.replace(masks=None)
+        if dets.masks is not None or self.masker is None:
+            return dets
+        if not len(dets):
+            return dets.replace(masks=self.masker.segment(None, dets.xyxy, dets.image_size))
+        encoded = None if cache is None else cache.get("masker")
+        if encoded is None:
+            encoded = self.masker.encode(image)
+            if cache is not None:
+                cache["masker"] = encoded
+        return dets.replace(masks=self.masker.segment(encoded, dets.xyxy, dets.image_size))
 
     # -- two phases: one image pass for images with different vocabularies (ovdet serve) --------
     @property
@@ -261,14 +303,18 @@ class Detector:
         classes: str | Iterable[Any] | ResolvedClasses,
         threshold: float | None = None,
         negatives: str | Iterable[str] | None = None,
+        masks: bool | None = None,
     ) -> list[Detections]:
         """Score features from `encode` against one vocabulary: equal to `detect_batch` on the
-        same images (thresholds, negatives and post-processing as there)."""
+        same images (thresholds, negatives, post-processing and `masks` as there). The masker's
+        image pass runs once per encoded image, whatever the number of vocabularies."""
+        self._check_masks(masks)
         resolved = self.resolve_classes(classes, negatives)
         names = resolved.names
         thr = self.score_policy.thresholds(names, threshold, self._threshold_device())
         cands = self.backend.score([e.features for e in encoded], self.class_table.embed(resolved.vocabulary, resolved.negatives))
-        return [self.score_policy.finalise(to_original_pixels(c, e.image), names, thr) for c, e in zip(cands, encoded)]
+        return [self.segment(self.score_policy.finalise(to_original_pixels(c, e.image), names, thr), e.image.array, masks,
+                             e.cache) for c, e in zip(cands, encoded)]
 
     def _threshold_device(self):
         return None if self.numpy else self.device
@@ -277,10 +323,12 @@ class Detector:
 @dataclasses.dataclass(frozen=True)
 class EncodedImage:
     """What `Detector.encode` gives per image: the backend's vocabulary-free features and the
-    image as decoded (a JPEG may be decoded reduced; boxes go back to its own pixels)."""
+    image as decoded (a JPEG may be decoded reduced; boxes go back to its own pixels); `cache`
+    keeps the masker's embedding of the image once a call has made it."""
 
     features: Any
     image: LoadedImage
+    cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
 
 def _torch_given_boxes():

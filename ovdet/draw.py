@@ -1,5 +1,6 @@
 """Drawing detections on images and video frames: supervision's annotators, or OpenCV alone
-where supervision is not installed (the torch-free route of an ONNX export)."""
+where supervision is not installed (the torch-free route of an ONNX export). Masks are drawn
+one crop at a time into the scene's own memory (never as an (N, H, W) array)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def draw_bgr(image_rgb: np.ndarray, dets: Detections, in_place: bool = False) ->
 
 
 def draw_on_bgr(scene: np.ndarray, dets: Detections) -> np.ndarray:
-    """Draw boxes and labels (as `draw_bgr`) into `scene`, an (H, W, 3) BGR uint8 image such as
-    a frame as OpenCV decoded it, in its own memory; returns it. For callers that hold the BGR
-    image already (video frames): no channel conversion at all."""
+    """Draw masks (when set), boxes and labels (as `draw_bgr`) into `scene`, an (H, W, 3) BGR
+    uint8 image such as a frame as OpenCV decoded it, in its own memory; returns it. For callers
+    that hold the BGR image already (video frames): no channel conversion at all."""
     if not len(dets):
         return scene
     labels = [f"{name} {score:.2f}" for name, score in zip(dets.labels, dets.scores.tolist())]
@@ -51,13 +52,43 @@ def draw_on_bgr(scene: np.ndarray, dets: Detections) -> np.ndarray:
     try:
         import supervision as sv
     except ImportError:
+        if dets.masks is not None:
+            draw_masks(scene, dets.masks, colours, annotator=None)
         return _draw_with_opencv(scene, dets.xyxy, labels, colours, style)
-    sv_dets = to_supervision(dets)
+    if dets.masks is not None:
+        draw_masks(scene, dets.masks, colours, sv.MaskAnnotator(opacity=MASK_OPACITY))
+    sv_dets = to_supervision(dets.replace(masks=None))  # boxes and labels: no dense masks
     scene = sv.BoxAnnotator(thickness=style.line).annotate(scene, sv_dets, custom_color_lookup=colours)
     return sv.LabelAnnotator(text_scale=style.text_scale, text_thickness=style.text_thickness,
                              text_padding=style.padding, smart_position=True).annotate(
         scene, sv_dets, labels=labels, custom_color_lookup=colours
     )
+
+
+MASK_OPACITY = 0.5
+
+
+def draw_masks(scene: np.ndarray, masks, colours: np.ndarray, annotator=None) -> np.ndarray:
+    """Fill each mask of `masks` (ovdet `Masks` of the scene's size) with its colour (index into
+    the palette, as `colours`) at MASK_OPACITY, in place, one crop at a time: `annotator` (a
+    supervision `MaskAnnotator`) draws into the view of the scene under the crop; without one
+    OpenCV-free numpy blending does the same."""
+    for crop, (y, x), colour in zip(masks.crops, masks.origins.tolist(), np.asarray(colours).tolist()):
+        if not crop.any():
+            continue
+        view = scene[y: y + crop.shape[0], x: x + crop.shape[1]]
+        if annotator is not None:
+            import supervision as sv
+
+            h, w = crop.shape
+            one = sv.Detections(xyxy=np.asarray([[0, 0, w, h]], np.float32), mask=crop[None],
+                                class_id=np.asarray([int(colour)]))
+            annotator.annotate(view, one, custom_color_lookup=np.asarray([int(colour)]))
+        else:
+            rgb = _PALETTE[int(colour) % len(_PALETTE)]
+            bgr = np.asarray([int(rgb[4:6], 16), int(rgb[2:4], 16), int(rgb[0:2], 16)], np.float32)
+            view[crop] = (view[crop] * (1 - MASK_OPACITY) + bgr * MASK_OPACITY).round().astype(np.uint8)
+    return scene
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
-def _tight(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """(crop, y, x): `mask` cut to the rectangle holding its true pixels ((0, 0) crop if none)."""
+def tight_crop(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(crop, y, x): the (H, W) bool `mask` cut to the rectangle holding its true pixels
+    ((0, 0) crop if none)."""
     rows = np.flatnonzero(mask.any(axis=1))
     if not len(rows):
         return np.zeros((0, 0), bool), 0, 0
@@ -68,7 +69,7 @@ class Masks:
             size = size or mask.shape
             if tuple(mask.shape) != tuple(size):
                 raise ValueError(f"Masks.from_dense: a mask of {mask.shape} in an image of {tuple(size)}")
-            crop, y, x = _tight(mask.astype(bool, copy=False))
+            crop, y, x = tight_crop(mask.astype(bool, copy=False))
             crops.append(crop)
             origins.append((y, x))
         if size is None:
@@ -85,7 +86,7 @@ class Masks:
             crop = np.asarray(crop, bool)
             top, left = max(0, -y), max(0, -x)
             crop = crop[top: max(top, h - y), left: max(left, w - x)]
-            sub, dy, dx = _tight(crop)
+            sub, dy, dx = tight_crop(crop)
             tight.append(sub)
             where.append((y + top + dy, x + left + dx) if sub.size else (0, 0))
         return cls(tuple(tight), np.asarray(where, np.int64).reshape(-1, 2), image_size)

@@ -31,8 +31,8 @@ from torchvision.ops import box_area
 @dataclass(frozen=True)
 class Merged:
     """keep: (K,) int64 rows of the input, in rank order; xyxy: (K, 4) float32 their boxes
-    after merging (equal to the input's for "nms"); absorbed: per kept row, the rows "nmm"
-    merged into it (empty for "nms"), so masks can be merged as the boxes were."""
+    after merging (equal to the input's for "nms"); absorbed: K int64 arrays, the rows each
+    kept detection absorbed (dropped for "nms", merged into it for "nmm": their masks too)."""
 
     keep: np.ndarray
     xyxy: np.ndarray
@@ -105,7 +105,7 @@ def merge_passes(xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, pa
         keep.append(i)
         group = neighbours[starts[i] : starts[i + 1]]
         group = group[~taken[group]]
-        absorbed.append(group if method == "nmm" else group[:0])
+        absorbed.append(group)
         if len(group):
             taken[group] = True
             if method == "nmm":

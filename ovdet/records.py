@@ -7,8 +7,9 @@ Detection (one object):
      "class_name": str,
      optional: "raw_score" (the logit or similarity behind the score), "uncalibrated_score"
      (before a calibration file mapped it), "track_id" (video), "mask" (COCO compressed RLE
-     {"size": [h, w], "counts": str}), and any other per-detection field a model adds
-     (`Detections.extra[name]`, written under its own name)}
+     {"size": [h, w], "counts": str}), "polygons" (the mask as COCO polygons [[x1, y1, x2, y2,
+     ...], ...] in image pixels, when asked for; read back from "mask" only), and any other
+     per-detection field a model adds (`Detections.extra[name]`, written under its own name)}
 Image:  {"image": str (path, URL or upload name), "width": int, "height": int,
          "detections": [Detection, ...]}, or {"image": str, "error": str} when unreadable.
 Video frame: {"frame": int, "time": float (seconds, 4 decimals), "detections": [Detection, ...]}
@@ -31,7 +32,8 @@ from .structures import Detections
 BOX_DECIMALS = 2
 SCORE_DECIMALS = 5
 # Detection keys that map to `Detections` fields; every other key is an extra field
-CORE_KEYS = ("box", "score", "class_id", "class_name", "raw_score", "track_id", "mask")
+CORE_KEYS = ("box", "score", "class_id", "class_name", "raw_score", "track_id", "mask", "polygons")
+MASK_FORMATS = ("rle", "polygon")  # "polygon": the RLE and polygons both
 SCORE_LIKE = ("raw_score",)  # rounded as scores
 
 
@@ -51,8 +53,11 @@ def _plain(value: Any) -> Any:
 
 
 # -- detections --------------------------------------------------------------------------------
-def detection_records(dets: Detections) -> list[dict]:
-    """`Detections` -> a list of Detection records (best score first, as the detections are)."""
+def detection_records(dets: Detections, mask_format: str = "rle") -> list[dict]:
+    """`Detections` -> a list of Detection records (best score first, as the detections are).
+    Masks are written as "mask" RLE; `mask_format="polygon"` adds "polygons"."""
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
     rles = None if dets.masks is None else dets.masks.to_rle()
     records = []
     for i, ((x1, y1, x2, y2), score, cid) in enumerate(
@@ -72,6 +77,8 @@ def detection_records(dets: Detections) -> list[dict]:
             rec["track_id"] = int(dets.tracker_ids[i])
         if rles is not None:
             rec["mask"] = rles[i]
+            if mask_format == "polygon":
+                rec["polygons"] = dets.masks.to_polygons(i)
         records.append(rec)
     return records
 
@@ -145,10 +152,12 @@ def _objects(values: list) -> np.ndarray:
 
 
 # -- images, frames, classifications -----------------------------------------------------------
-def image_record(image: str, dets: Detections) -> dict:
-    """One image's Image record (`image`: its path, URL or upload name)."""
+def image_record(image: str, dets: Detections, mask_format: str = "rle") -> dict:
+    """One image's Image record (`image`: its path, URL or upload name; `mask_format` as in
+    `detection_records`)."""
     h, w = dets.image_size
-    return {"image": str(image), "width": int(w), "height": int(h), "detections": detection_records(dets)}
+    return {"image": str(image), "width": int(w), "height": int(h),
+            "detections": detection_records(dets, mask_format)}
 
 
 def error_record(image: str, message: str) -> dict:
@@ -175,9 +184,9 @@ def detections_from_image_record(record: Mapping[str, Any], class_names: Sequenc
     return detections_from_records(record["detections"], size, class_names, source=f"{source}: {record['image']}")
 
 
-def frame_record(index: int, time: float, dets: Detections) -> dict:
+def frame_record(index: int, time: float, dets: Detections, mask_format: str = "rle") -> dict:
     """One video frame's Frame record (`time` in seconds from the start)."""
-    return {"frame": int(index), "time": round(float(time), 4), "detections": detection_records(dets)}
+    return {"frame": int(index), "time": round(float(time), 4), "detections": detection_records(dets, mask_format)}
 
 
 def detections_from_frame_record(record: Mapping[str, Any], image_size: tuple[int, int],

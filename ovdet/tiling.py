@@ -12,6 +12,13 @@ same pass.
 Each tile's candidates go through the detector's usual selection (threshold, NMS, top-k) in
 tile pixels, move to image pixels, and `ovdet.merging` then merges the duplicates that
 overlapping tiles (and the optional whole-image pass) create.
+
+Masks (a masker's `segment`) are made per tile, on the tile's pixels: SAM sees a tile at its
+1024 px input, where the objects tiling is for are large enough to outline (on the whole
+20000 px image they would be a few pixels). They are made after merging, for the detections
+kept (and the parts "nmm" merged into them) only, so memory follows the detections reported;
+they move to image pixels, and a box that "nmm" merged from several tiles gets the union of
+its parts' masks (an object cut by a tile edge is whole again); "nms" keeps the kept box's own.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ def detect_tiled(
     batch_size: int,
     max_detections: int,
     class_agnostic: bool = False,
+    segment: Callable[[np.ndarray, Detections], Detections] | None = None,
 ) -> Detections:
     """Detections of one image from its tiles (and the whole image with `full_image`).
 
@@ -98,6 +106,8 @@ def detect_tiled(
             image, with `full_image`, is one more input in the batches).
         max_detections: most detections kept after merging.
         class_agnostic: merge detections of different classes too.
+        segment: (tile RGB uint8 (h, w, 3), its Detections in tile pixels) -> the same with
+            masks; None = no masks. Called for tiles with detections only.
     Returns:
         Detections in image pixels, best score first.
     """
@@ -119,20 +129,47 @@ def detect_tiled(
                      for w in chunk]
             for window, cand in zip(chunk, predict(crops)):
                 dets = finalise(cand)
+                masks = None if dets.masks is None else dets.masks.translate(int(window[0]), int(window[1]), (height, width))
                 shift = np.asarray([window[0], window[1]] * 2, dtype=np.float32)
                 xyxy = dets.xyxy + shift
-                masks = None if dets.masks is None else dets.masks.translate(int(window[0]), int(window[1]), (height, width))
                 parts.append(replace(dets, xyxy=xyxy, image_size=(height, width), masks=masks))
                 edges.append(touches_inner_edge(xyxy, window, height, width, tolerance))
             bar.update(len(chunk))
     found = Detections.concat(parts)
-    if len(passes) == 1 or len(found) == 0:
-        return found[np.argsort(-found.scores, kind="stable")[:max_detections]]
     pass_ids = np.repeat(np.arange(len(passes)), [len(p) for p in parts])
-    merged = merge_passes(found.xyxy, found.scores, found.class_ids, pass_ids, np.concatenate(edges), passes,
-                          settings.merge, settings.metric, settings.merge_iou, class_agnostic)
-    out = replace(found[merged.keep], xyxy=merged.xyxy)
-    if found.masks is not None and any(len(a) for a in merged.absorbed):  # a merged box has the union mask
-        unions = [found.masks.union([k, *a]) for k, a in zip(merged.keep.tolist(), merged.absorbed)]
-        out = replace(out, masks=Masks.concat(unions))
-    return out[np.argsort(-out.scores, kind="stable")[:max_detections]]
+    if len(passes) == 1 or len(found) == 0:
+        keep = np.argsort(-found.scores, kind="stable")[:max_detections]
+        out, groups = found[keep], [np.asarray([i]) for i in keep]
+    else:
+        merged = merge_passes(found.xyxy, found.scores, found.class_ids, pass_ids, np.concatenate(edges), passes,
+                              settings.merge, settings.metric, settings.merge_iou, class_agnostic)
+        order = np.argsort(-found.scores[merged.keep], kind="stable")[:max_detections]
+        out = replace(found[merged.keep[order]], xyxy=merged.xyxy[order])
+        nmm = settings.merge == "nmm"
+        groups = [np.asarray([merged.keep[k], *(merged.absorbed[k].tolist() if nmm else [])], np.int64) for k in order]
+    if segment is not None and out.masks is None:
+        masks = _tile_masks(image, found, np.unique(np.concatenate(groups + [np.zeros(0, np.int64)])), pass_ids, passes,
+                            segment)
+        out = replace(out, masks=Masks.concat([Masks.empty((height, width))] + [masks.union(g.tolist()) for g in groups]))
+    elif out.masks is not None and len(passes) > 1 and settings.merge == "nmm":  # masks the backend made
+        out = replace(out, masks=Masks.concat([Masks.empty((height, width))] + [found.masks.union(g.tolist()) for g in groups]))
+    return out
+
+
+def _tile_masks(image: np.ndarray, found: Detections, rows: np.ndarray, pass_ids: np.ndarray, passes: np.ndarray,
+                segment: Callable[[np.ndarray, Detections], Detections]) -> Masks:
+    """Masks of detections `rows` of `found` (image pixels), each made on its own pass's
+    window by `segment`; rows not asked for get empty masks."""
+    height, width = image.shape[:2]
+    crops = [np.zeros((0, 0), bool)] * len(found)
+    origins = np.zeros((len(found), 2), np.int64)
+    for p in np.unique(pass_ids[rows]):
+        x0, y0, x1, y1 = (int(v) for v in passes[p])
+        members = rows[pass_ids[rows] == p]
+        tile = np.ascontiguousarray(image[y0:y1, x0:x1])
+        local = replace(found[members], xyxy=found.xyxy[members] - np.float32([x0, y0, x0, y0]), image_size=(y1 - y0, x1 - x0),
+                        masks=None)
+        masks = segment(tile, local).masks.translate(x0, y0, (height, width))
+        for row, crop, origin in zip(members.tolist(), masks.crops, masks.origins):
+            crops[row], origins[row] = crop, origin
+    return Masks(tuple(crops), origins, (height, width))

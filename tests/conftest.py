@@ -132,6 +132,7 @@ def tiny_dir(tmp_path_factory, tiny_models, tiny_clip, tiny_clip512, tiny_sam3) 
         (out / name).symlink_to(target, target_is_directory=True)
     make_tiny_models.make_yolo(out / "yolo.pt")
     make_tiny_models.make_yolo(out / "yolo-world.pt", world=True)
+    make_tiny_models.make_sam("sam2", out / "sam2")  # the masker presets (sam2-hiera-*) load it
     make_tiny_models.write_composite_configs(out)
     make_tiny_models.link_presets(out, out / "weights")
     return out

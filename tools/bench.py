@@ -33,6 +33,9 @@ Sections:
   sam3    SAM 3 (full size, random weights, --sam3-size px) on one photo, 1, 10 and 80 classes:
           ovdet (one vision pass, all prompts batched) vs transformers once per class, and
           ovdet's split into vision encoder, text, DETR and masks (tools/bench_sam3.py)
+  masks   SAM 2 (hiera-tiny, hiera-large) masks of 50 boxes on a 1280x720 photo: ovdet's one
+          prompt batch vs a one-box-per-call loop (autodistill's grounded-SAM), split into image
+          encoder, decoder and upsampling (tools/bench_masks.py)
   tiles   sliced inference: tiles/s of a 2560x1920 image in 640 px tiles, batched (--tile-batch)
           vs one tile per forward pass; peak RSS and time of `ovdet detect` on a 20000 x 20000
           PNG, whole and in --huge-tile tiles (fresh processes)
@@ -634,6 +637,9 @@ def bench_onnx(args, work: Path) -> dict:
 # -- CLIP regions -----------------------------------------------------------------------------
 
 
+from bench_masks import bench_masks  # noqa: E402  (tools/bench_masks.py)
+
+
 def bench_sam3(args, work: Path) -> dict:
     import bench_sam3
 
@@ -654,8 +660,7 @@ def bench_grounded(args, work: Path) -> dict:
 
 SECTIONS = {"peak": None, "owl": bench_owl, "clip": bench_clip, "cache": bench_cache, "memory": bench_memory,
             "tiles": bench_tiles, "yolo": bench_yolo, "owl-direct": bench_owl_direct, "video": bench_video, "onnx": bench_onnx,
-            "sam3": bench_sam3, "search": bench_search, "grounded": bench_grounded}
-
+            "sam3": bench_sam3, "search": bench_search, "grounded": bench_grounded, "masks": bench_masks}
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Write tiny, randomly initialised checkpoints of every model family ovdet runs, for offline
-trials and tests: OWL-ViT, OWLv2, CLIP, SAM 3, an ultralytics YOLO and a YOLO-World.
+trials and tests: OWL-ViT, OWLv2, CLIP, SAM 3, an ultralytics YOLO and a YOLO-World, and the
+SAM 2 / SAM maskers (`--masks`).
 
     python tools/make_tiny_models.py /tmp/tiny
     ovdet detect examples/chelsea.jpg --classes "cat,dog" --model /tmp/tiny/owlv2
@@ -9,7 +10,8 @@ trials and tests: OWL-ViT, OWLv2, CLIP, SAM 3, an ultralytics YOLO and a YOLO-Wo
     OVDET_WEIGHTS=/tmp/tiny/weights ovdet detect examples/chelsea.jpg --classes cat --model clip-b16-yolo-proposals
 
 Written into the folder:
-  owlvit/, owlv2/, clip/ (32-d joint space), clip512/ (512-d: YOLO-World's text width), sam3/
+  owlvit/, owlv2/, clip/ (32-d joint space), clip512/ (512-d: YOLO-World's text width), sam3/,
+  sam2/, sam/ (maskers: `--masks /tmp/tiny/sam2`)
       transformers checkpoints (config.json, model.safetensors, tokenizer and image-processor
       files) written by `save_pretrained`, loaded by ovdet exactly as hub checkpoints are;
   yolo.pt, yolo-world.pt
@@ -172,6 +174,63 @@ def make_clip(out_dir: Path, seed: int = 0, projection_dim: int = 32, image_size
     return out_dir
 
 
+def make_sam(kind: str, out_dir: Path, seed: int = 0) -> Path:
+    """Save a tiny random masker of `kind` ("sam2": Sam2Model, 128 px input, 32 x 32 mask
+    logits; "sam": SamModel, 64 px input) with its processor sized to match, to `out_dir`."""
+    import torch
+    from transformers import (
+        Sam2Config,
+        Sam2HieraDetConfig,
+        Sam2ImageProcessor,
+        Sam2MaskDecoderConfig,
+        Sam2Model,
+        Sam2Processor,
+        Sam2PromptEncoderConfig,
+        Sam2VisionConfig,
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    torch.manual_seed(seed)
+    decoder = dict(hidden_size=32, mlp_dim=64, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=32)
+    if kind == "sam2":
+        side = 128
+        # one global-attention block, not first in its stage (first blocks pool their queries)
+        backbone = Sam2HieraDetConfig(hidden_size=12, image_size=side, blocks_per_stage=[1, 1, 2, 1],
+                                      embed_dim_per_stage=[12, 24, 48, 96], num_attention_heads_per_stage=[1, 1, 1, 1],
+                                      global_attention_blocks=[3])
+        vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[96, 48, 24, 12],
+                                  backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32)
+        model = Sam2Model(Sam2Config(
+            vision_config=vision, image_size=side, mask_decoder_config=Sam2MaskDecoderConfig(**decoder),
+            prompt_encoder_config=Sam2PromptEncoderConfig(image_size=side, patch_size=16, mask_input_channels=8, hidden_size=32),
+            memory_attention_hidden_size=12, memory_encoder_hidden_size=32, mask_downsampler_embed_dim=32,
+            memory_fuser_embed_dim=32, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=32))
+        processor = Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": side, "width": side},
+                                                                     mask_size={"height": 32, "width": 32}), target_size=side)
+    elif kind == "sam":
+        side = 64
+        vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=side, patch_size=8,
+                                 output_channels=32, window_size=4, global_attn_indexes=[1], mlp_dim=64, num_pos_feats=16)
+        model = SamModel(SamConfig(
+            vision_config=vision, mask_decoder_config=SamMaskDecoderConfig(**decoder),
+            prompt_encoder_config=SamPromptEncoderConfig(image_size=side, patch_size=8, hidden_size=32, mask_input_channels=4)))
+        processor = SamProcessor(image_processor=SamImageProcessor(
+            size={"longest_edge": side}, pad_size={"height": side, "width": side}, mask_size={"longest_edge": 16},
+            mask_pad_size={"height": 16, "width": 16}))
+    else:
+        raise ValueError(f"unknown kind {kind!r}: use sam2 or sam")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
 # ultralytics YOLOv8 at 1/16 of the n width (8-channel stems) and one block per stage:
 # milliseconds per image on a CPU, but every layer type of the real network
 TINY_YOLO_SCALE = [0.33, 0.0625, 256]  # depth, width, max channels (ultralytics' `scales` entry)
@@ -294,10 +353,13 @@ def write_composite_configs(out: Path) -> dict[str, Path]:
 def preset_layout(out: Path) -> dict[str, Path]:
     """{path under weights/: tiny checkpoint} for every shipped preset, where ovdet's weights
     lookup looks for it: weights/<preset>/ for transformers checkpoints (CLIP presets get the
-    512-d CLIP, which YOLO-World's text tower needs too), weights/<file>.pt for ultralytics."""
+    512-d CLIP, which YOLO-World's text tower needs too; masker presets the tiny SAM 2 / SAM),
+    weights/<file>.pt for ultralytics."""
+    from ovdet.backends.sam_masker import PRESETS as MASKERS
     from ovdet.config import load_config, preset_names
 
-    layout: dict[str, Path] = {}
+    layout: dict[str, Path] = {name: out / ("sam2" if name.startswith("sam2") else "sam") for name in MASKERS}
+    layout = {name: path for name, path in layout.items() if path.is_dir()}  # written by make_sam
     for name in preset_names():
         cfg = load_config(name)
         for weights in (cfg.weights, cfg.proposer_weights, cfg.text_weights):
@@ -460,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {make_clip(args.out / 'clip', seed=args.seed)}")
     print(f"wrote {make_clip(args.out / 'clip512', seed=args.seed, projection_dim=512)}")
     print(f"wrote {make_sam3(args.out / 'sam3', seed=args.seed)}")
+    for kind in ("sam2", "sam"):
+        print(f"wrote {make_sam(kind, args.out / kind, seed=args.seed)}")
     print(f"wrote {make_yolo(args.out / 'yolo.pt', seed=args.seed)}")
     print(f"wrote {make_yolo(args.out / 'yolo-world.pt', world=True, seed=args.seed)}")
     for path in write_composite_configs(args.out).values():

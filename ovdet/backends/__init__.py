@@ -82,6 +82,18 @@ def build_backend(cfg: DetectorConfig) -> Backend:
     return BUILDERS[cfg.backend](cfg, device, resolve_precision(cfg.precision, device))
 
 
+def build_masker(cfg: DetectorConfig):
+    """The `SamMasker` (ovdet.backends.sam_masker) that `cfg.masks` names, on the config's
+    device and precision; None when it names none."""
+    if not cfg.masks:
+        return None
+    from ..runtime import resolve_device, resolve_precision
+    from .sam_masker import SamMasker  # transformers, loaded only when masks are asked for
+
+    device = resolve_device(cfg.device)
+    return SamMasker.load(cfg.masks, device, resolve_precision(cfg.precision, device))
+
+
 # transformers `model_type` of a checkpoint folder -> backend name, and the preset whose
 # settings (threshold, prompt...) suit it when the user points at a bare folder or hub id
 MODEL_TYPES: dict[str, tuple[str, str]] = {
@@ -111,4 +123,4 @@ def backend_for_model_type(model_type: str, where: str) -> tuple[str, str]:
     return MODEL_TYPES[model_type]
 
 
-__all__ = ["BUILDERS", "build_backend", "export_config", "is_export_dir", "Backend", "CandidateMasks", "RegionScores", "TwoPhaseBackend", "splits_image_pass", "model_type_of", "backend_for_model_type"]
+__all__ = ["BUILDERS", "build_backend", "build_masker", "export_config", "is_export_dir", "Backend", "CandidateMasks", "RegionScores", "TwoPhaseBackend", "splits_image_pass", "model_type_of", "backend_for_model_type"]

@@ -10,8 +10,8 @@ from typing import Any, Sequence
 from ..files import read_json, write_json
 from ..errors import Interrupted, OvdetError
 from ..kit.images import ImageBatches, LazyDetector, output_name
-from ..kit.options import (add_image_options, add_model_options, add_progress_option, add_vocabulary_options,
-                           config_overrides, read_vocabulary)
+from ..kit.options import (add_image_options, add_mask_format_option, add_model_options, add_progress_option,
+                           add_vocabulary_options, config_overrides, read_vocabulary)
 from ..kit.runs import add_run_options, run_dir_for, saved_to
 
 
@@ -27,6 +27,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     det.add_argument("--json", dest="json_path", help="write results as JSON to this file ('-' = stdout) "
                      "(instead of the run folder)")
     det.add_argument("--no-save", action="store_true", help="only print the detections; write no files")
+    add_mask_format_option(det)
     add_progress_option(det)
     add_run_options(det, "detect")
     return det
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 json_path = str(save_dir / "results.json")
             given = [boxes[p] for p in paths] if boxes is not None else None
             for path, image, dets in zip(paths, images, lazy.get().detect_batch(images, names, boxes=given)):
-                results.append(image_record(path, dets))
+                results.append(image_record(path, dets, args.mask_format))
                 if save_dir is not None:
                     from ..draw import save_annotated
                     from ..io import load_image

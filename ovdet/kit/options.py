@@ -69,6 +69,13 @@ def add_model_options(p: argparse.ArgumentParser, default_model: str | None = DE
     return tuple(dests)
 
 
+def add_mask_format_option(p: argparse.ArgumentParser) -> str:
+    """--mask-format, for commands that write JSON records (masks come from --masks)."""
+    return p.add_argument("--mask-format", choices=["rle", "polygon"], default="rle",
+                          help='masks in the JSON: "mask" as COCO RLE (rle, default), or that and "polygons" too '
+                               '(polygon)').dest
+
+
 def add_example_options(p: argparse.ArgumentParser) -> list[str]:
     """Image exemplars (classes shown by example), part of every detector command's flags."""
     return [

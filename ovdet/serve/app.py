@@ -91,11 +91,16 @@ def create_app(load: Callable[[], ServedModels], settings: ServeSettings | None 
     async def detect(req: DetectRequest = Depends(detect_request)) -> dict:
         """The answer is the object `ovdet detect --json` writes for one image: `{"image",
         "width", "height", "detections": [{"box": [x1, y1, x2, y2] (pixels), "score",
-        "class_id", "class_name", "raw_score"}]}`."""
-        reduce = service.models.detector.decode_size if service.models is not None else None  # reduced_decode
+        "class_id", "class_name", "raw_score"}]}`; with `masks=true` each detection also has
+        "mask" (COCO RLE), and "polygons" with `mask_format=polygon`."""
+        detector = service.models.detector if service.models is not None else None
+        if req.fields.masks and detector is not None and getattr(detector, "masker", None) is None:
+            raise ApiError(400, "masks_unavailable", "this server has no masker: start it with --masks MODEL "
+                           "(e.g. sam2-hiera-tiny)")
+        reduce = detector.decode_size if detector is not None else None  # reduced_decode
         image = await run_in_threadpool(decode_image, req.data, settings, reduce)
-        dets = await service.run(Job("detect", image, req.classes, None, req.fields.threshold))
-        return image_record(req.name, dets)
+        dets = await service.run(Job("detect", image, req.classes, None, req.fields.threshold, masks=req.fields.masks))
+        return image_record(req.name, dets, req.fields.mask_format)
 
     @app.post("/v1/classify", dependencies=[Depends(authorize)],
               openapi_extra=request_body(ClassifyFields, ClassifyJSON), responses=ERRORS,
@@ -170,6 +175,7 @@ def _describe_model(models: ServedModels, settings: ServeSettings, batcher: Batc
         "device": str(det.device),
         "precision": {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype), str(dtype)),
         "threshold": cfg.threshold,
+        "masks": cfg.masks or None,
         "batching": "image_pass" if det.splits_image_pass else "per_vocabulary",
         "classify_model": models.classifier_name,
         "limits": {"max_batch": batcher.max_batch if batcher else settings.batch_for(det.device),

@@ -39,13 +39,15 @@ class Job:
     """One image of one request. kind: "detect" or "classify"; classes: what the detector or
     classifier takes (the server sends a detect job's vocabulary already validated, an
     `ovdet.vocabulary.ResolvedClasses`); negatives None: the detector's configured ones;
-    image: an `ovdet.io.LoadedImage` (an upload as decoded) or an RGB uint8 (H, W, 3) array."""
+    image: an `ovdet.io.LoadedImage` (an upload as decoded) or an RGB uint8 (H, W, 3) array;
+    masks: segment the detections (the detector's masker; its image pass runs once per image)."""
 
     kind: str
     image: Any
     classes: Any
     negatives: tuple[str, ...] | None = None
     threshold: float | None = None
+    masks: bool = False
     future: Future = field(default_factory=Future)
     waiting: bool = False  # counted in the batcher's pending jobs
 
@@ -163,20 +165,24 @@ class Batcher:
 
     def _detect(self, jobs: list[Job]) -> None:
         det = self.detector
+        # with a masker, each job says whether it wants masks (the default would segment all)
+        masking = (lambda job_masks: {"masks": job_masks}) if getattr(det, "masker", None) is not None else \
+            (lambda job_masks: {})
         if det.splits_image_pass:
             self.metrics.batch_size.labels("detect").observe(len(jobs))
             encoded = det.encode([j.image for j in jobs])  # one image-tower pass for all vocabularies
             for job, features in zip(jobs, encoded):
-                _settle(job, lambda: det.detect_encoded([features], job.classes, job.threshold, job.negatives)[0])
+                _settle(job, lambda: det.detect_encoded([features], job.classes, job.threshold, job.negatives,
+                                                        **masking(job.masks))[0])
             return
         groups: dict[tuple, list[Job]] = defaultdict(list)
         for j in jobs:
-            groups[(j.classes, j.negatives, j.threshold)].append(j)
-        for (classes, negatives, threshold), group in groups.items():
+            groups[(j.classes, j.negatives, j.threshold, j.masks)].append(j)
+        for (classes, negatives, threshold, masks), group in groups.items():
             self.metrics.batch_size.labels("detect").observe(len(group))
             try:
                 results = det.detect_batch([j.image for j in group], classes, threshold, batch_size=len(group),
-                                           negatives=negatives)
+                                           negatives=negatives, **masking(masks))
             except Exception as exc:  # noqa: BLE001 - this vocabulary's jobs fail, the others go on
                 for j in group:
                     j.future.set_exception(exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 Names = list[str] | str  # a JSON list, or one comma-separated string (what multipart sends)
@@ -12,6 +14,8 @@ class DetectFields(BaseModel):
     classes: Names = Field(description='class names: ["cat", "dog"] or "cat,dog"')
     negatives: Names | None = Field(None, description="prompts that must not be reported (default: the model's)")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="score cut (default: the model's)")
+    masks: bool = Field(False, description='a "mask" (COCO RLE) per detection; the server needs --masks MODEL')
+    mask_format: Literal["rle", "polygon"] = Field("rle", description='with masks: "polygon" adds "polygons"')
 
 
 class ClassifyFields(BaseModel):
@@ -43,7 +47,7 @@ def request_body(fields: type[BaseModel], json_model: type[BaseModel]) -> dict:
 
 
 ERRORS = {code: {"description": text} for code, text in {
-    400: "unreadable_image, bad_classes, too_many_classes", 401: "unauthorized",
+    400: "unreadable_image, bad_classes, too_many_classes, masks_unavailable", 401: "unauthorized",
     413: "too_large (bytes, or pixels read from the header)", 415: "unsupported_media_type",
     422: "invalid_request (malformed fields)", 503: "queue_full (with Retry-After), not_ready, shutting_down",
     504: "timeout"}.items()}

@@ -5,7 +5,8 @@
 Writes an annotated video (input size and frame rate) and/or one JSON line per frame:
 {"frame": i, "time": seconds, "detections": [...]} with the detections in the schema of
 `ovdet detect` (plus "track_id" with --track, from an object's first frame on; -1 = a low-score
-box that matches no track).
+box that matches no track; "mask" with --masks MODEL, carried with its track between detector
+frames, see `ovdet.video.tracking`).
 
 Ctrl-C or SIGTERM stops reading, processes what is queued, closes the video so it plays,
 flushes the JSONL and prints a summary (exit 130); a second Ctrl-C aborts at once, still
@@ -47,7 +48,7 @@ def _rate(text: str) -> float:
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `video` subcommand to `subparsers`; `common` is the parent parser (--debug)."""
-    from ..kit.options import add_model_options, add_progress_option, add_vocabulary_options
+    from ..kit.options import add_mask_format_option, add_model_options, add_progress_option, add_vocabulary_options
     from ..kit.runs import add_run_options
     from ..kit.parser import whole_number
 
@@ -64,6 +65,7 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
                    "only .avi stays readable if the process is killed hard (kill -9, power loss). "
                    "Without --out and --jsonl both go to the run folder runs/video/exp<N>")
     p.add_argument("--jsonl", help="one JSON line per frame to this file ('-' = stdout)")
+    add_mask_format_option(p)
     p.add_argument("--no-save", action="store_true", help="write no files; print the summary only")
     p.add_argument("--track", action="store_true", help="ByteTrack ids that persist across frames")
     p.add_argument("--smooth", type=whole_number(0), default=0, metavar="K",
@@ -165,13 +167,14 @@ def run(args: argparse.Namespace) -> int:
         if jsonl is not None:
             jsonl.close()
         raise
-    code = _consume(frames, out, jsonl, progress=not args.no_progress, warmup_s=warmup_s)
+    code = _consume(frames, out, jsonl, progress=not args.no_progress, warmup_s=warmup_s, mask_format=args.mask_format)
     if save_dir is not None:
         print(saved_to(save_dir), file=sys.stderr)
     return code
 
 
-def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s: float | None = None) -> int:
+def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s: float | None = None,
+             mask_format: str = "rle") -> int:
     """Write every record to the outputs; close them whatever happens; print the summary (its
     frame rate counts from the first frame read; `warmup_s`, the model's warm-up, is reported
     beside it)."""
@@ -198,7 +201,7 @@ def _consume(frames: Any, out: Path | None, jsonl: Any, progress: bool, warmup_s
                 draw_bgr(rec.frame, rec.detections)
             outputs["video"].write_bgr(drawn)
         if jsonl is not None:
-            jsonl.write(frame_record(rec.index, rec.timestamp, rec.detections))
+            jsonl.write(frame_record(rec.index, rec.timestamp, rec.detections, mask_format))
 
     writer = OutputThread(write, queue_size=8) if (out is not None or jsonl is not None) else None
     start = time.monotonic()

@@ -4,6 +4,11 @@ detector runs.
 ByteTrack comes from Roboflow's `trackers` package: supervision 0.31 no longer ships
 `sv.ByteTrack` and its own smoothing tools import `trackers.ByteTrackTracker` instead.
 Boxes are xyxy pixels throughout.
+
+Masks follow their detections: ByteTrack sees boxes only and the masks are picked back by row
+(never an (N, H, W) array per frame); on a carried frame each mask moves with its box's centre,
+rounded to whole pixels, its shape kept from the last detector frame (SAM is not run on
+frames the detector skips).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 
 from ..adapters import from_supervision, to_supervision
 from ..errors import ConfigError, OvdetError
+from ..instance_masks import Masks
 from ..structures import Detections
 
 
@@ -172,9 +178,13 @@ class FrameTracker:
 
     def update(self, dets: Detections, timestamp: float, index: int) -> Detections:
         """Track `dets`, found on frame `index` at `timestamp` seconds."""
-        tracked_sv = self._tracker.update(to_supervision(dets), timestamp=float(timestamp))
+        given = to_supervision(dets.replace(masks=None))  # boxes only: masks are picked back by row
+        given.data["ovdet_row"] = np.arange(len(dets))
+        tracked_sv = self._tracker.update(given, timestamp=float(timestamp))
         tracked_sv.tracker_id = self._ids.assign(self._tracker, tracked_sv.xyxy, tracked_sv.tracker_id)
         tracked = from_supervision(tracked_sv, dets.class_names, dets.image_size)
+        if dets.masks is not None:
+            tracked = tracked.replace(masks=dets.masks[np.asarray(tracked_sv.data["ovdet_row"], np.int64)])
         if self.settings.smooth:
             if self._smoother is None:
                 self._smoother = ClassSmoother(self.settings.smooth, len(dets.class_names))
@@ -196,7 +206,8 @@ class FrameTracker:
         return tracked.sorted()  # ByteTrack returns its own order; callers get best-first
 
     def carry(self, index: int, image_size: tuple[int, int] | None = None) -> Detections:
-        """Boxes for frame `index`, which the detector skipped: the last result moved on."""
+        """Boxes for frame `index`, which the detector skipped: the last result moved on (masks
+        moved with their boxes' centres)."""
         if self._last is None:
             raise RuntimeError("FrameTracker.carry called before any update")
         last = self._last
@@ -206,4 +217,9 @@ class FrameTracker:
         xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
         xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
         keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # moved out of view
-        return last.replace(xyxy=xyxy, image_size=(h, w))[keep]
+        masks = last.masks
+        if masks is not None:
+            shift = np.rint((self._velocity[:, :2] + self._velocity[:, 2:]) / 2 * steps).astype(np.int64)
+            masks = Masks.concat([Masks.empty((h, w))] + [masks[i].translate(int(dx), int(dy), (h, w))
+                                                         for i, (dx, dy) in enumerate(shift.tolist())])
+        return last.replace(xyxy=xyxy, image_size=(h, w), masks=masks)[keep]

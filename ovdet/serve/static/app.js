@@ -12,6 +12,7 @@ let imageName = "image";
 let lastResult = null;  // the last answer of /v1/detect
 let previewUrl = null;
 let rerun = null;       // debounce timer of the threshold slider
+let hasMasker = false;  // the server was started with --masks: ask for masks, as polygons
 
 function headers() {
   const key = $("api-key").value.trim();
@@ -53,6 +54,7 @@ async function detect() {
   form.append("classes", classes);
   if ($("negatives").value.trim()) form.append("negatives", $("negatives").value.trim());
   form.append("threshold", $("threshold").value);
+  if (hasMasker && $("masks").checked) { form.append("masks", "true"); form.append("mask_format", "polygon"); }
   setStatus("Detecting…");
   $("submit").disabled = true;
   try {
@@ -103,7 +105,16 @@ function render(result) {
     text.textContent = label;
     const title = document.createElementNS(SVG, "title");
     title.textContent = `${label} at ${d.box.join(", ")}`;
-    g.append(title, rect, bg, text);
+    g.append(title);
+    (d.polygons || []).forEach((flat) => {  // the mask, under the box
+      const poly = document.createElementNS(SVG, "polygon");
+      const points = [];
+      for (let k = 0; k + 1 < flat.length; k += 2) points.push(`${flat[k]},${flat[k + 1]}`);
+      Object.entries({ points: points.join(" "), fill: colour, "fill-opacity": 0.4, stroke: colour, class: "mask" })
+        .forEach(([k, v]) => poly.setAttribute(k, v));
+      g.append(poly);
+    });
+    g.append(rect, bg, text);
     svg.append(g);
 
     const tr = rows.insertRow();
@@ -161,6 +172,8 @@ async function showModel() {
     if (!response.ok) { $("model-info").textContent = "(model loading…)"; setTimeout(showModel, 2000); return; }
     const m = await response.json();
     $("model-info").textContent = `Model: ${m.preset || m.weights} (${m.backend}, ${m.device}, ${m.precision}).`;
+    hasMasker = Boolean(m.masks);
+    $("masks-row").hidden = !hasMasker;
     $("threshold").value = m.threshold;
     $("threshold-value").textContent = Number(m.threshold).toFixed(2);
   } catch (err) {
