@@ -13,7 +13,7 @@ import json
 import sys
 
 from ..errors import EXIT_OK, EXIT_PARTIAL
-from ..kit.options import add_progress_option, config_overrides
+from ..kit.options import add_engine_options, add_progress_option, config_overrides
 
 EXAMPLES = """examples:
   ovdet index photos/ --db photos.lance --model owlv2-b16
@@ -49,14 +49,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="numeric precision of the towers")
     p.add_argument("--batch-size", type=int, help="images per forward pass (and per write)")
     p.add_argument("--json", action="store_true", help="print the run's report as JSON on stdout")
-    ray = p.add_argument_group("engine")
-    ray.add_argument("--engine", choices=["local", "ray"], default="local", help="local (this process) or ray (Ray Data)")
-    ray.add_argument("--workers", type=int, default=1, help="Ray actors, each with its own detector (default 1)")
-    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per Ray actor (default 0)")
-    ray.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
-                     help="CPUs per Ray actor, also its torch threads on CPU (default 1)")
-    ray.add_argument("--ray-address", metavar="ADDR",
-                     help="join a Ray cluster: auto, ray://head:10001 (default: $RAY_ADDRESS, else a local Ray)")
+    add_engine_options(p)
     add_progress_option(p)
     return p
 

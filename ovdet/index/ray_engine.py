@@ -11,12 +11,11 @@ Ray is started, joined or reused as for `ovdet label --engine ray` (`ovdet.label
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from typing import Callable, Sequence
 
 from ..errors import OvdetError, first_line
-from ..label.ray_engine import import_ray, quiet_logging, worker_env, worker_user_error
+from ..label.ray_engine import import_ray, start_ray, worker_env, worker_user_error
 
 
 class IndexActor:
@@ -47,15 +46,7 @@ def index_on_ray(config, chunks: Sequence[Sequence[tuple[str, int, int]]], keep:
                  address: str | None = None, quiet: bool = True) -> None:
     """Encode `chunks` on Ray; `write(EncodedChunk)` is called in the driver as each returns."""
     ray = import_ray()
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    started = False
-    if not ray.is_initialized():
-        logs = quiet_logging() if quiet else {}
-        if address:
-            ray.init(address=address, runtime_env={"env_vars": worker_env(joining=True)}, **logs)
-        else:
-            ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env(joining=False)}, **logs)
-        started = True
+    started = start_ray(ray, address, quiet)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False

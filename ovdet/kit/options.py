@@ -90,6 +90,18 @@ def add_example_options(p: argparse.ArgumentParser) -> list[str]:
     ]
 
 
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """--engine local|ray and the Ray actors' resources (`ovdet label`, `ovdet index`)."""
+    ray = p.add_argument_group("engine")
+    ray.add_argument("--engine", choices=["local", "ray"], default="local", help="local (this process) or ray (Ray Data)")
+    ray.add_argument("--workers", type=int, default=1, help="Ray actors, each with its own detector (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per Ray actor (default 0)")
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                     help="CPUs per Ray actor, also its torch threads on CPU (default 1)")
+    ray.add_argument("--ray-address", metavar="ADDR",
+                     help="join a Ray cluster: auto, ray://head:10001 (default: $RAY_ADDRESS, else a local Ray)")
+
+
 def add_progress_option(p: argparse.ArgumentParser) -> None:
     """--no-progress: the one flag that hides progress bars (they also hide when stderr is not
     a terminal); the CLI switches `ovdet.progress` off with it."""

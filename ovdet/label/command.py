@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..kit.options import add_model_options, add_progress_option, config_overrides
+from ..kit.options import add_engine_options, add_model_options, add_progress_option, config_overrides
 from ..kit.runs import RunFolder, add_run_options, run_dirs, saved_to
 from ..errors import EXIT_OK, EXIT_PARTIAL
 
@@ -56,14 +56,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "or polygon regions. YOLO always gets polygons, VOC PNGs")
     p.add_argument("--labelstudio-root", default="/", metavar="DIR",
                    help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT; image URLs are relative to it (default /)")
-    ray = p.add_argument_group("engine")
-    ray.add_argument("--engine", choices=["local", "ray"], default="local", help="local (this process) or ray (Ray Data)")
-    ray.add_argument("--workers", type=int, default=1, help="Ray actors, each with its own detector (default 1)")
-    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per Ray actor (default 0)")
-    ray.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
-                     help="CPUs per Ray actor, also its torch threads on CPU (default 1)")
-    ray.add_argument("--ray-address", metavar="ADDR",
-                     help="join a Ray cluster: auto, ray://head:10001 (default: $RAY_ADDRESS, else a local Ray)")
+    add_engine_options(p)
     add_progress_option(p)
     add_model_options(p)
     add_run_options(p, "label")

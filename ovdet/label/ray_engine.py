@@ -112,6 +112,22 @@ def quiet_logging() -> dict:
     return {"logging_level": logging.ERROR, "log_to_driver": False}
 
 
+
+def start_ray(ray, address: str | None, quiet: bool) -> bool:
+    """Join the cluster at `address` ($RAY_ADDRESS when None), or start a local Ray without a
+    dashboard, unless Ray is already running; True when this call started it (so the caller
+    shuts it down). `quiet`: Ray's own log lines stay out of the terminal."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    logs = quiet_logging() if quiet else {}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": worker_env(joining=True)}, **logs)
+    else:
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env(joining=False)}, **logs)
+    return True
+
+
 def run_ray(config, ontology: dict, todo: Sequence[tuple[int, list[str]]], on_chunk: Callable[[int, list[dict]], None],
             workers: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
             address: str | None = None, quiet: bool = True) -> set[str]:
@@ -120,16 +136,7 @@ def run_ray(config, ontology: dict, todo: Sequence[tuple[int, list[str]]], on_ch
     `quiet` (the CLI without --debug): Ray's own log lines stay out of the terminal, where
     they would interleave with the progress bar (errors still end the run as exceptions)."""
     ray = import_ray()
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    started = False
-    if not ray.is_initialized():
-        logs = quiet_logging() if quiet else {}
-        if address:
-            ray.init(address=address, runtime_env={"env_vars": worker_env(joining=True)}, **logs)
-        else:
-            ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": worker_env(joining=False)},
-                     **logs)
-        started = True
+    started = start_ray(ray, address, quiet)
     workers_seen: set[str] = set()
     try:
         ctx = ray.data.DataContext.get_current()
