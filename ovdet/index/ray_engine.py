@@ -11,6 +11,7 @@ Ray is started, joined or reused as for `ovdet label --engine ray` (`ovdet.label
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from typing import Callable, Sequence
 
@@ -46,6 +47,7 @@ def index_on_ray(config, chunks: Sequence[Sequence[tuple[str, int, int]]], keep:
                  address: str | None = None, quiet: bool = True) -> None:
     """Encode `chunks` on Ray; `write(EncodedChunk)` is called in the driver as each returns."""
     ray = import_ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None  # actors join the same cluster
     started = start_ray(ray, address, quiet)
     try:
         ctx = ray.data.DataContext.get_current()

@@ -136,6 +136,7 @@ def run_ray(config, ontology: dict, todo: Sequence[tuple[int, list[str]]], on_ch
     `quiet` (the CLI without --debug): Ray's own log lines stay out of the terminal, where
     they would interleave with the progress bar (errors still end the run as exceptions)."""
     ray = import_ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None  # actors join the same cluster
     started = start_ray(ray, address, quiet)
     workers_seen: set[str] = set()
     try:
